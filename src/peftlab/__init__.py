@@ -13,3 +13,8 @@ from .errors import (  # noqa: E402
     TargetModuleError,
     UnsupportedModelError,
 )
+from .config import PeftConfig  # noqa: E402
+from .layout import ModelLayout, get_layout, register_layout  # noqa: E402
+from .model import PeftModel, get_peft_model  # noqa: E402
+from .registry import get_method, list_methods, register_method  # noqa: E402
+from .tuners import BitFitConfig, FullFinetuneConfig, LoraConfig  # noqa: E402

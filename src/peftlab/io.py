@@ -1,0 +1,51 @@
+"""Adapter weight files: safetensors only (nothing is ever unpickled), written atomically."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from .errors import AdapterLoadError
+
+WEIGHTS_NAME = "adapter_model.safetensors"
+PICKLE_NAMES = ("adapter_model.bin", "pytorch_model.bin", "adapter_model.pt")
+
+
+def write_safetensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
+    """Write ``tensors`` to ``path`` via a temp file + rename, so a crash never leaves a truncated file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".safetensors", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(cpu, tmp, metadata={"format": "pt", **(metadata or {})})
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def read_adapter_weights(directory: str | Path) -> tuple[dict[str, torch.Tensor], Path]:
+    """The tensors of ``directory/adapter_model.safetensors``; AdapterLoadError names the file and the problem."""
+    directory = Path(directory)
+    path = directory / WEIGHTS_NAME
+    if not path.is_file():
+        pickles = [name for name in PICKLE_NAMES if (directory / name).is_file()]
+        if pickles:
+            raise AdapterLoadError(
+                f"{directory / pickles[0]}: pickle weight files are never loaded (they can run arbitrary code); "
+                f"peftlab reads only {WEIGHTS_NAME}. Convert it with safetensors.torch.save_file on a trusted machine.")
+        raise AdapterLoadError(f"{path}: adapter weights not found (expected {WEIGHTS_NAME} in {directory})")
+    try:
+        tensors = {}
+        with safe_open(str(path), framework="pt") as handle:
+            for key in handle.keys():
+                tensors[key] = handle.get_tensor(key)
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise AdapterLoadError(f"{path}: not a readable safetensors file (truncated or another format?): {err}") \
+            from None
+    return tensors, path

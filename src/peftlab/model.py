@@ -1,0 +1,365 @@
+"""`PeftModel`: a transformers model plus named adapters, with peft's API and file layout.
+
+Module tree: ``PeftModel.base_model`` (a :class:`TunerHost`) ``.model`` (the transformers model), so parameter
+names are ``base_model.model.<module path>...`` exactly as in peft, and adapter files use the same keys with the
+adapter name removed.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import warnings
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+import torch.nn as nn
+
+from .config import PeftConfig
+from .errors import AdapterError, AdapterLoadError, ConfigError, TargetModuleError
+from .io import WEIGHTS_NAME, read_adapter_weights, write_safetensors
+from .layout import get_layout
+from .registry import get_method
+from .tuners.base import AdapterLayer, ModulesToSaveWrapper, iter_adapter_layers, replace_module
+
+PREFIX = "base_model.model."
+_CLASSIFIER_HEADS = ("classifier", "score")
+
+
+class TunerHost(nn.Module):
+    """Holds the transformers model as ``.model`` (peft's ``LoraModel`` position in the tree)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, *args, **kwargs):
+        return self.model(*args, **kwargs)
+
+
+class PeftModel(nn.Module):
+    """A base model with one or more adapters; one adapter is active at a time."""
+
+    def __init__(self, model: nn.Module, peft_config: PeftConfig, adapter_name: str = "default") -> None:
+        super().__init__()
+        self.base_model = TunerHost(model)
+        self.peft_config: dict[str, PeftConfig] = {}
+        self.active_adapter: str | None = None
+        self._layout = get_layout(model)
+        self.add_adapter(adapter_name, peft_config)
+        self.set_adapter(adapter_name)
+
+    # --- delegation --------------------------------------------------------------------------------------------
+    @property
+    def model(self) -> nn.Module:
+        """The wrapped transformers model (with adapter layers inside)."""
+        return self.base_model.model
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name == "base_model":
+                raise
+            return getattr(self.base_model.model, name)
+
+    def forward(self, *args, **kwargs):
+        return self.base_model.model(*args, **kwargs)
+
+    def generate(self, *args, **kwargs):
+        """``transformers`` ``generate`` on the adapted model (greedy, sampling, beam search, KV cache)."""
+        return self.base_model.model.generate(*args, **kwargs)
+
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict | None = None) -> None:
+        """Activation checkpointing of the blocks; non-reentrant by default, which needs no input gradients."""
+        kwargs = {"use_reentrant": False} if gradient_checkpointing_kwargs is None else gradient_checkpointing_kwargs
+        if kwargs.get("use_reentrant", True):
+            self.model.enable_input_require_grads()  # reentrant checkpointing drops grads of frozen-input blocks
+        self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+    # --- adapters ----------------------------------------------------------------------------------------------
+    def _tuner(self, adapter_name: str):
+        return get_method(self.peft_config[adapter_name]).tuner_cls
+
+    def _check_name(self, adapter_name: str) -> None:
+        if adapter_name not in self.peft_config:
+            raise AdapterError(f"no adapter named {adapter_name!r}; adapters: {list(self.peft_config) or 'none'}")
+
+    def add_adapter(self, adapter_name: str, peft_config: PeftConfig, trainable: bool | None = None) -> None:
+        """Inject a new adapter (not activated: call :meth:`set_adapter`). On any error nothing stays attached."""
+        if not isinstance(adapter_name, str) or not adapter_name or "." in adapter_name:
+            raise ConfigError(f"adapter_name: expected a non-empty name without '.', got {adapter_name!r}")
+        if adapter_name in self.peft_config:
+            raise AdapterError(f"an adapter named {adapter_name!r} already exists; delete it first or pick another name")
+        if not isinstance(peft_config, PeftConfig):
+            raise ConfigError(f"peft_config: expected a peftlab config (e.g. LoraConfig), got {type(peft_config).__name__}")
+        tuner = get_method(peft_config).tuner_cls
+        if self.peft_config and (tuner.modifies_base_weights
+                                 or any(self._tuner(n).modifies_base_weights for n in self.peft_config)):
+            raise AdapterError("full fine-tuning trains the base weights themselves; it cannot share a model with "
+                               "other adapters")
+        model = self.model
+        changes: dict[str, Any] = {}
+        if peft_config.base_model_name_or_path is None:
+            changes["base_model_name_or_path"] = getattr(model.config, "_name_or_path", None) or None
+        if peft_config.modules_to_save is None and type(model).__name__.endswith("ForSequenceClassification"):
+            heads = [h for h in _CLASSIFIER_HEADS if isinstance(getattr(model, h, None), nn.Module)]
+            changes["modules_to_save"] = heads[:1] or None  # a new head must train and be saved with the adapter
+        config = dataclasses.replace(peft_config, **changes) if changes else peft_config
+        trainable = (not config.inference_mode) if trainable is None else trainable
+        if not self.peft_config and not tuner.modifies_base_weights:
+            for param in model.parameters():
+                param.requires_grad_(False)
+        try:
+            tuner.inject(model, config, adapter_name, self._layout, trainable)
+            self._add_modules_to_save(config, adapter_name, trainable)
+        except BaseException:
+            self._remove_adapter_layers(adapter_name)
+            raise
+        self.peft_config[adapter_name] = config
+        if self.active_adapter is not None:
+            self._set_layers_active(self.active_adapter)
+
+    def _add_modules_to_save(self, config: PeftConfig, adapter_name: str, trainable: bool) -> None:
+        for name in config.modules_to_save or []:
+            matches = [(p, m) for p, m in self.model.named_modules()
+                       if (p == name or p.endswith("." + name)) and not isinstance(m, AdapterLayer)
+                       and not p.endswith("base_layer")]
+            wrappers = [(p, m) for p, m in self.model.named_modules()
+                        if isinstance(m, ModulesToSaveWrapper) and (p == name or p.endswith("." + name))]
+            if not matches and not wrappers:
+                raise TargetModuleError(f"modules_to_save: no module named {name!r} in {type(self.model).__name__}")
+            for path, module in wrappers or matches:
+                wrapper = module if isinstance(module, ModulesToSaveWrapper) else ModulesToSaveWrapper(module)
+                if wrapper is not module:
+                    replace_module(self.model, path, wrapper)
+                wrapper.add(adapter_name, trainable)
+
+    def _set_layers_active(self, adapter_name: str | None) -> None:
+        for _, layer in iter_adapter_layers(self.model):
+            layer.set_active([adapter_name] if adapter_name else [])
+
+    def set_adapter(self, adapter_name: str) -> None:
+        """Make ``adapter_name`` the active adapter. ``requires_grad`` is left as it is (no silent flips)."""
+        self._check_name(adapter_name)
+        if any(layer.merged for _, layer in iter_adapter_layers(self.model)) and adapter_name != self.active_adapter:
+            warnings.warn("set_adapter: unmerging the merged adapter first", stacklevel=2)
+            self.unmerge_adapter()
+        self._set_layers_active(adapter_name)
+        self.active_adapter = adapter_name
+
+    @property
+    def active_adapters(self) -> list[str]:
+        return [self.active_adapter] if self.active_adapter else []
+
+    def delete_adapter(self, adapter_name: str) -> None:
+        self._check_name(adapter_name)
+        if self._tuner(adapter_name).modifies_base_weights:
+            raise AdapterError("a full fine-tuning 'adapter' is the model itself and cannot be deleted")
+        self._remove_adapter_layers(adapter_name)
+        del self.peft_config[adapter_name]
+        if self.active_adapter == adapter_name:
+            self.active_adapter = None
+            if self.peft_config:
+                self.set_adapter(next(iter(self.peft_config)))
+
+    def _remove_adapter_layers(self, adapter_name: str) -> None:
+        """Remove ``adapter_name`` everywhere; unwrap layers left without adapters (deepest first)."""
+        for path, layer in reversed(list(iter_adapter_layers(self.model))):
+            if layer.has_adapter(adapter_name):
+                layer.delete_adapter(adapter_name)
+            if not layer.adapter_names():
+                replace_module(self.model, path, layer.base_layer)
+
+    @contextlib.contextmanager
+    def disable_adapter(self) -> Iterator[None]:
+        """Within the block the model is exactly the base model; merge state and ``requires_grad`` are restored."""
+        if any(self._tuner(n).modifies_base_weights for n in self.peft_config):
+            raise AdapterError("disable_adapter is not possible with full fine-tuning: the base weights were trained")
+        layers = [layer for _, layer in iter_adapter_layers(self.model)]
+        merged = {id(layer): list(layer.merged_adapters) for layer in layers}
+        for layer in layers:
+            if layer.merged:
+                layer.unmerge()
+            layer.disabled = True
+        try:
+            yield
+        finally:
+            for layer in layers:
+                layer.disabled = False
+                if merged[id(layer)]:
+                    layer.merge(merged[id(layer)])
+
+    # --- merging -----------------------------------------------------------------------------------------------
+    def _check_mergeable(self, adapter_names: list[str]) -> None:
+        for name in adapter_names:
+            self._check_name(name)
+            if not self._tuner(name).mergeable:
+                raise AdapterError(f"adapter {name!r} ({self.peft_config[name].peft_type}) cannot be merged into the "
+                                   "base weights; keep the PeftModel for inference or use unload() to drop it")
+
+    def merge_adapter(self, adapter_names: list[str] | None = None) -> None:
+        names = adapter_names or self.active_adapters
+        self._check_mergeable(names)
+        for _, layer in iter_adapter_layers(self.model):
+            layer.merge(names)
+
+    def unmerge_adapter(self) -> None:
+        for _, layer in iter_adapter_layers(self.model):
+            if layer.merged:
+                layer.unmerge()
+
+    def merge_and_unload(self) -> nn.Module:
+        """Fold the active adapter into the base weights and return the plain transformers model."""
+        self._check_mergeable(self.active_adapters)
+        self.merge_adapter()
+        return self._unwrap_all(keep_merged=True)
+
+    def unload(self) -> nn.Module:
+        """Drop every adapter (unmerging first) and return the plain base model."""
+        self.unmerge_adapter()
+        return self._unwrap_all(keep_merged=False)
+
+    def _unwrap_all(self, keep_merged: bool) -> nn.Module:
+        for path, layer in reversed(list(iter_adapter_layers(self.model))):
+            if isinstance(layer, ModulesToSaveWrapper) and keep_merged:
+                replacement = layer.merged_module()
+            else:
+                replacement = layer.base_layer
+            replace_module(self.model, path, replacement)
+        self.peft_config.clear()
+        self.active_adapter = None
+        return self.model
+
+    # --- parameters --------------------------------------------------------------------------------------------
+    def adapter_parameters(self, adapter_name: str) -> dict[str, nn.Parameter]:
+        """The adapter's own parameters by saved key (structural: from adapter-layer containers)."""
+        self._check_name(adapter_name)
+        if self._tuner(adapter_name).modifies_base_weights:
+            return {PREFIX + n: p for n, p in self.model.named_parameters()}
+        params = {}
+        for path, layer in iter_adapter_layers(self.model):
+            for key, param in layer.adapter_parameters(adapter_name):
+                params[f"{PREFIX}{path}.{key}"] = param
+        return params
+
+    def get_nb_trainable_parameters(self) -> tuple[int, int]:
+        """(trainable parameters, all parameters), each shared tensor counted once."""
+        trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
+        return trainable, sum(p.numel() for p in self.parameters())
+
+    def print_trainable_parameters(self) -> None:
+        trainable, total = self.get_nb_trainable_parameters()
+        print(f"trainable params: {trainable:,d} || all params: {total:,d} || trainable%: {100 * trainable / total:.4f}")
+
+    def base_parameter_count(self) -> int:
+        """Parameters of the base model alone (adapter containers and trained head copies excluded)."""
+        adapter_ids = {id(p) for n in self.peft_config for p in self.adapter_parameters(n).values()}
+        if any(self._tuner(n).modifies_base_weights for n in self.peft_config):
+            adapter_ids = set()
+        return sum(p.numel() for p in self.parameters() if id(p) not in adapter_ids)
+
+    def adapter_summary(self) -> str:
+        """A table: adapter, method, trainable params, % of base, what is counted."""
+        base = self.base_parameter_count()
+        header = ("adapter", "method", "params", "trainable", "% of base", "what is counted")
+        rows = [header]
+        for name, config in self.peft_config.items():
+            params = list(self.adapter_parameters(name).values())
+            count = sum(p.numel() for p in params)
+            trainable = sum(p.numel() for p in params if p.requires_grad)
+            what = self._tuner(name).describe(config)
+            if config.modules_to_save:
+                what += f" + modules_to_save: {','.join(config.modules_to_save)}"
+            active = "*" if name == self.active_adapter else ""
+            rows.append((name + active, config.peft_type, f"{count:,d}", f"{trainable:,d}",
+                         f"{100 * count / base:.4f}", what))
+        widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+        lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        lines.append(f"base model parameters: {base:,d}   (* = active adapter)")
+        return "\n".join(lines)
+
+    # --- state dicts and files ---------------------------------------------------------------------------------
+    def get_peft_model_state_dict(self, adapter_name: str | None = None) -> dict[str, torch.Tensor]:
+        """The adapter's tensors under their saved keys (``base_model.model.<path>.<param>``, no adapter name)."""
+        adapter_name = adapter_name or self.active_adapter
+        self._check_name(adapter_name)
+        tuner = self._tuner(adapter_name)
+        if tuner.modifies_base_weights:
+            return {PREFIX + k: v for k, v in tuner.base_state_for_save(self.model).items()}
+        return {k: p.detach() for k, p in self.adapter_parameters(adapter_name).items()}
+
+    def set_peft_model_state_dict(self, state_dict: dict[str, torch.Tensor], adapter_name: str | None = None,
+                                  source: str = "state dict") -> None:
+        """Load tensors (as saved, or gathered elsewhere, e.g. from FSDP) into an existing adapter; strict."""
+        adapter_name = adapter_name or self.active_adapter
+        self._check_name(adapter_name)
+        if self._tuner(adapter_name).modifies_base_weights:
+            expected = {PREFIX + k: v for k, v in self.model.state_dict(keep_vars=True).items()}
+            required = set(self.get_peft_model_state_dict(adapter_name))
+        else:
+            expected = dict(self.adapter_parameters(adapter_name))
+            required = set(expected)
+        missing = sorted(required - set(state_dict))
+        unexpected = sorted(set(state_dict) - set(expected))
+        if missing or unexpected:
+            raise AdapterLoadError(
+                f"{source}: does not match adapter {adapter_name!r} on {type(self.model).__name__} "
+                f"(saved from another base model or method?); missing keys: {missing[:5]}"
+                f"{' ...' if len(missing) > 5 else ''}; unexpected keys: {unexpected[:5]}"
+                f"{' ...' if len(unexpected) > 5 else ''}")
+        for key, tensor in state_dict.items():
+            if tuple(tensor.shape) != tuple(expected[key].shape):
+                raise AdapterLoadError(f"{source}: {key} has shape {tuple(tensor.shape)}, the model expects "
+                                       f"{tuple(expected[key].shape)} (adapter saved from a different base model?)")
+        with torch.no_grad():
+            for key, tensor in state_dict.items():
+                expected[key].copy_(tensor.to(expected[key].dtype))
+
+    def save_pretrained(self, save_directory: str | Path, selected_adapters: list[str] | None = None) -> None:
+        """Write each adapter as ``adapter_config.json`` + ``adapter_model.safetensors`` (peft's layout): the
+        adapter named "default" at ``save_directory``, others in ``save_directory/<name>``."""
+        save_directory = Path(save_directory)
+        for name in selected_adapters or list(self.peft_config):
+            self._check_name(name)
+            target = save_directory if name == "default" else save_directory / name
+            from . import __version__
+
+            write_safetensors(self.get_peft_model_state_dict(name), target / WEIGHTS_NAME,
+                              metadata={"peftlab_version": __version__, "peft_type": self.peft_config[name].peft_type})
+            config = dataclasses.replace(self.peft_config[name], inference_mode=True)
+            config.save_pretrained(target)
+
+    def load_adapter(self, model_id: str | Path, adapter_name: str, is_trainable: bool = False) -> None:
+        """Add an adapter from a folder; if anything is wrong, the adapter is removed again and the error raised."""
+        config = PeftConfig.from_pretrained(model_id)
+        tensors, path = read_adapter_weights(model_id)
+        config = dataclasses.replace(config, inference_mode=not is_trainable)
+        self.add_adapter(adapter_name, config)
+        try:
+            self.set_peft_model_state_dict(tensors, adapter_name, source=str(path))
+        except BaseException:
+            self.delete_adapter(adapter_name)
+            raise
+
+    @classmethod
+    def from_pretrained(cls, model: nn.Module, model_id: str | Path, adapter_name: str = "default",
+                        is_trainable: bool = False) -> "PeftModel":
+        """Attach the adapter saved in ``model_id`` to ``model``. Frozen unless ``is_trainable``."""
+        config = PeftConfig.from_pretrained(model_id)
+        tensors, path = read_adapter_weights(model_id)
+        config = dataclasses.replace(config, inference_mode=not is_trainable)
+        peft_model = cls(model, config, adapter_name)
+        try:
+            peft_model.set_peft_model_state_dict(tensors, adapter_name, source=str(path))
+        except BaseException:
+            if not get_method(config).tuner_cls.modifies_base_weights:
+                peft_model.unload()
+            raise
+        return peft_model
+
+
+def get_peft_model(model: nn.Module, peft_config: PeftConfig, adapter_name: str = "default") -> PeftModel:
+    """Wrap ``model`` with a new adapter described by ``peft_config`` (active and trainable)."""
+    return PeftModel(model, peft_config, adapter_name)

@@ -1,0 +1,170 @@
+"""What every method builds on: adapter layers found structurally, and the tuner protocol.
+
+* :class:`AdapterLayer` wraps one base module (``base_layer``) and keeps each adapter's parameters in containers
+  (``nn.ModuleDict`` / ``nn.ParameterDict``) keyed by adapter name. The containers are listed in
+  ``adapter_containers``; that is how adapter parameters are found, never by substrings of parameter names.
+  State-dict keys come out in peft's layout: ``<module path>.<container>.<adapter>.<param>``, saved with the
+  adapter name removed.
+* :class:`Tuner` is the per-method strategy: inject layers for a config, describe what it counts.
+"""
+from __future__ import annotations
+
+import copy
+from typing import TYPE_CHECKING, ClassVar, Iterator
+
+import torch
+import torch.nn as nn
+
+from ..errors import AdapterError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..config import PeftConfig
+    from ..layout import ResolvedLayout
+
+
+class AdapterLayer(nn.Module):
+    """A base module plus per-adapter parameters. Subclasses implement ``forward`` and (if mergeable) merging."""
+
+    adapter_containers: ClassVar[tuple[str, ...]] = ()
+    """Names of the ``ModuleDict``/``ParameterDict`` attributes keyed by adapter name."""
+
+    def __init__(self, base_layer: nn.Module) -> None:
+        super().__init__()
+        self.base_layer = base_layer
+        self.active_adapters: list[str] = []
+        self.merged_adapters: list[str] = []
+        self.disabled = False
+
+    # --- adapter bookkeeping -----------------------------------------------------------------------------------
+    def adapter_names(self) -> list[str]:
+        names: list[str] = []
+        for container in self.adapter_containers:
+            for name in getattr(self, container).keys():
+                if name not in names:
+                    names.append(name)
+        return names
+
+    def has_adapter(self, name: str) -> bool:
+        return any(name in getattr(self, c) for c in self.adapter_containers)
+
+    def adapter_parameters(self, adapter_name: str) -> Iterator[tuple[str, nn.Parameter]]:
+        """``(key relative to this layer with the adapter name removed, parameter)`` for one adapter."""
+        for container_name in self.adapter_containers:
+            container = getattr(self, container_name)
+            if adapter_name not in container:
+                continue
+            item = container[adapter_name]
+            if isinstance(item, nn.Parameter):
+                yield self.state_key(container_name, ""), item
+            else:
+                for rel, param in item.named_parameters():
+                    yield self.state_key(container_name, rel), param
+
+    def state_key(self, container: str, rel: str) -> str:
+        """Saved key (relative to this layer) of parameter ``rel`` of ``container``."""
+        return f"{container}.{rel}" if rel else container
+
+    def set_active(self, names: list[str]) -> None:
+        self.active_adapters = [n for n in names if self.has_adapter(n)]
+
+    def delete_adapter(self, name: str) -> None:
+        if name in self.merged_adapters:
+            self.unmerge()
+        for container in self.adapter_containers:
+            holder = getattr(self, container)
+            if name in holder:
+                del holder[name]
+        self.active_adapters = [n for n in self.active_adapters if n != name]
+
+    # --- merging (mergeable methods override) ------------------------------------------------------------------
+    @property
+    def merged(self) -> bool:
+        return bool(self.merged_adapters)
+
+    def merge(self, adapter_names: list[str]) -> None:
+        raise AdapterError(f"{type(self).__name__} cannot be merged into the base weights")
+
+    def unmerge(self) -> None:
+        raise AdapterError(f"{type(self).__name__} cannot be unmerged")
+
+    def uses_adapter(self) -> bool:
+        """True when a forward pass should add the adapters' contribution (not disabled, not merged)."""
+        return not self.disabled and not self.merged and bool(self.active_adapters)
+
+
+class ModulesToSaveWrapper(AdapterLayer):
+    """A trainable copy of a base module (e.g. a classifier head) per adapter; the original stays untouched.
+
+    Saved keys are the module's own parameter names (``classifier.weight``), as in peft.
+    """
+
+    adapter_containers = ("modules_to_save",)
+
+    def __init__(self, base_layer: nn.Module) -> None:
+        super().__init__(base_layer)
+        self.modules_to_save = nn.ModuleDict()
+
+    def add(self, adapter_name: str, trainable: bool) -> None:
+        module = copy.deepcopy(self.base_layer)
+        for param in module.parameters():
+            param.requires_grad_(trainable)
+        self.modules_to_save[adapter_name] = module
+
+    def state_key(self, container: str, rel: str) -> str:
+        return rel
+
+    def forward(self, *args, **kwargs):
+        if self.disabled or not self.active_adapters:
+            return self.base_layer(*args, **kwargs)
+        return self.modules_to_save[self.active_adapters[0]](*args, **kwargs)
+
+    def merge(self, adapter_names: list[str]) -> None:  # a trained copy "merges" by being kept
+        self.merged_adapters = list(adapter_names)
+
+    def unmerge(self) -> None:
+        self.merged_adapters = []
+
+    def uses_adapter(self) -> bool:
+        return not self.disabled and bool(self.active_adapters)
+
+    def merged_module(self) -> nn.Module:
+        return self.modules_to_save[self.merged_adapters[0]] if self.merged_adapters else self.base_layer
+
+
+def replace_module(root: nn.Module, path: str, new_module: nn.Module) -> None:
+    parent_path, _, child = path.rpartition(".")
+    parent = root.get_submodule(parent_path) if parent_path else root
+    setattr(parent, child, new_module)
+
+
+def iter_adapter_layers(root: nn.Module) -> Iterator[tuple[str, AdapterLayer]]:
+    for path, module in root.named_modules():
+        if isinstance(module, AdapterLayer):
+            yield path, module
+
+
+class Tuner:
+    """Per-method strategy. Subclasses set ``config_cls`` and implement :meth:`inject`."""
+
+    config_cls: ClassVar[type["PeftConfig"]]
+    mergeable: ClassVar[bool] = False
+    """Whether the method's update can be folded into the base weights."""
+    modifies_base_weights: ClassVar[bool] = False
+    """True for full fine-tuning: the base weights themselves are the adapter (no disable, one adapter only)."""
+
+    @classmethod
+    def inject(cls, model: nn.Module, config: "PeftConfig", adapter_name: str, layout: "ResolvedLayout",
+               trainable: bool) -> None:
+        """Add adapter ``adapter_name`` to ``model`` (in place). Raise a PeftlabError on bad config/targets;
+        the caller removes anything half-injected."""
+        raise NotImplementedError
+
+    @classmethod
+    def describe(cls, config: "PeftConfig") -> str:
+        """What the trainable-parameter count includes, in a few words (for `adapter_summary`)."""
+        return cls.config_cls.__name__
+
+    @classmethod
+    def base_state_for_save(cls, model: nn.Module) -> dict[str, torch.Tensor]:
+        """Extra base-model tensors an adapter of this method must save (full fine-tuning saves everything)."""
+        return {}
