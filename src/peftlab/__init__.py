@@ -18,3 +18,4 @@ from .layout import ModelLayout, get_layout, register_layout  # noqa: E402
 from .model import PeftModel, get_peft_model  # noqa: E402
 from .registry import get_method, list_methods, register_method  # noqa: E402
 from .tuners import BitFitConfig, FullFinetuneConfig, LoraConfig  # noqa: E402
+from .interop import export_to_peft, import_from_peft  # noqa: E402

@@ -75,7 +75,12 @@ class PeftModel(nn.Module):
         kwargs = {"use_reentrant": False} if gradient_checkpointing_kwargs is None else gradient_checkpointing_kwargs
         if kwargs.get("use_reentrant", True):
             self.model.enable_input_require_grads()  # reentrant checkpointing drops grads of frozen-input blocks
-        self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+        if hasattr(self.model, "activation_checkpointing_enable"):  # transformers >= 5.x name
+            self.model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+    activation_checkpointing_enable = gradient_checkpointing_enable
 
     # --- adapters ----------------------------------------------------------------------------------------------
     def _tuner(self, adapter_name: str):
@@ -102,7 +107,8 @@ class PeftModel(nn.Module):
         changes: dict[str, Any] = {}
         if peft_config.base_model_name_or_path is None:
             changes["base_model_name_or_path"] = getattr(model.config, "_name_or_path", None) or None
-        if peft_config.modules_to_save is None and type(model).__name__.endswith("ForSequenceClassification"):
+        if (peft_config.modules_to_save is None and not tuner.modifies_base_weights
+                and type(model).__name__.endswith("ForSequenceClassification")):
             heads = [h for h in _CLASSIFIER_HEADS if isinstance(getattr(model, h, None), nn.Module)]
             changes["modules_to_save"] = heads[:1] or None  # a new head must train and be saved with the adapter
         config = dataclasses.replace(peft_config, **changes) if changes else peft_config

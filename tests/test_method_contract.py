@@ -1,0 +1,230 @@
+"""Contract every method must hold, on tiny GPT-2, Llama (GQA) and BERT models.
+
+Each test is parametrized over METHOD_CASES (tests/method_cases.py) x architectures.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import ARCHS, make_batch, make_tiny, model_output
+from method_cases import METHOD_CASES, MethodCase
+from safetensors import safe_open
+
+from peftlab import AdapterError, PeftModel, get_peft_model
+from peftlab.io import WEIGHTS_NAME
+
+ATOL = 1e-5
+matrix = pytest.mark.parametrize("case", METHOD_CASES, ids=str)
+archs = pytest.mark.parametrize("arch", ARCHS)
+
+
+def build(case: MethodCase, arch: str, init: bool = True, seed: int = 0):
+    base = make_tiny(arch, seed)
+    reference = {k: v.clone() for k, v in base.state_dict().items()}
+    model = get_peft_model(base, case.make_config(arch, init))
+    return model, reference
+
+
+def base_logits(arch: str, batch, seed: int = 0) -> torch.Tensor:
+    with torch.no_grad():
+        return model_output(make_tiny(arch, seed).eval(), batch)
+
+
+def train_steps(model, batch, steps: int = 3) -> None:
+    model.train()
+    optim = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    for _ in range(steps):
+        optim.zero_grad()
+        model(**batch).loss.backward()
+        optim.step()
+    model.eval()
+
+
+@matrix
+@archs
+def test_identity_at_init(case, arch):
+    if not case.identity_at_init:
+        pytest.skip(f"{case} defines no identity at init")
+    model, _ = build(case, arch)
+    batch = make_batch(arch)
+    with torch.no_grad():
+        torch.testing.assert_close(model_output(model.eval(), batch), base_logits(arch, batch), atol=0, rtol=0)
+
+
+@matrix
+@archs
+def test_non_identity_without_init(case, arch):
+    if not case.has_init_switch:
+        pytest.skip(f"{case} has no init_weights switch")
+    model, _ = build(case, arch, init=False)
+    batch = make_batch(arch)
+    with torch.no_grad():
+        diff = (model_output(model.eval(), batch) - base_logits(arch, batch)).abs().max().item()
+    assert diff > 1e-4
+
+
+@matrix
+@archs
+def test_only_adapter_params_get_grads_and_change(case, arch):
+    model, reference = build(case, arch, init=False)
+    adapter = set(model.adapter_parameters("default").values())
+    trainable = {p for p in model.parameters() if p.requires_grad}
+    assert trainable == adapter and adapter
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    batch = make_batch(arch)
+    model.train()
+    model(**batch).loss.backward()
+    for name, param in model.named_parameters():
+        assert (param.grad is not None) == (param in adapter), name
+    model.zero_grad()
+    train_steps(model, batch)
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p.detach(), before[n])}
+    adapter_names = {n for n, p in model.named_parameters() if p in adapter}
+    assert changed and changed <= adapter_names
+    if case.adapter_only:  # the wrapped base weights themselves are untouched
+        with model.disable_adapter(), torch.no_grad():
+            torch.testing.assert_close(model_output(model, batch), base_logits(arch, batch), atol=0, rtol=0)
+
+
+@matrix
+@archs
+def test_save_load_roundtrip(case, arch, tmp_path):
+    model, reference = build(case, arch, init=False)
+    batch = make_batch(arch)
+    train_steps(model, batch, steps=1)
+    with torch.no_grad():
+        expected = model_output(model, batch)
+    model.save_pretrained(tmp_path)
+    with safe_open(str(tmp_path / WEIGHTS_NAME), "pt") as handle:
+        saved_keys = set(handle.keys())
+    adapter_keys = set(model.get_peft_model_state_dict())
+    assert saved_keys == adapter_keys
+    if case.adapter_only:  # no base weights in the folder
+        assert saved_keys == set(model.adapter_parameters("default"))
+        assert not any(".base_layer." in k for k in saved_keys)
+    fresh = make_tiny(arch, seed=99)  # different seed: any init-time randomness of the adapter differs
+    fresh.load_state_dict(reference)
+    loaded = PeftModel.from_pretrained(fresh, tmp_path).eval()
+    assert not any(p.requires_grad for p in loaded.parameters())
+    with torch.no_grad():
+        torch.testing.assert_close(model_output(loaded, batch), expected, atol=0, rtol=0)
+
+
+@matrix
+@archs
+def test_merge_unmerge_and_unload(case, arch):
+    model, _ = build(case, arch, init=False)
+    batch = make_batch(arch)
+    model.eval()
+    with torch.no_grad():
+        adapted = model_output(model, batch)
+        if not case.mergeable:
+            with pytest.raises(AdapterError):
+                model.merge_and_unload()
+            return
+        model.merge_adapter()
+        torch.testing.assert_close(model_output(model, batch), adapted, atol=ATOL, rtol=0)
+        model.unmerge_adapter()
+        torch.testing.assert_close(model_output(model, batch), adapted, atol=ATOL, rtol=0)
+        plain = model.merge_and_unload()
+        assert type(plain).__name__ == type(make_tiny(arch)).__name__
+        assert not any("base_layer" in n or "lora_" in n for n, _ in plain.named_parameters())
+        torch.testing.assert_close(model_output(plain, batch), adapted, atol=ATOL, rtol=0)
+
+
+@matrix
+@archs
+def test_disable_adapter_is_base_and_restores(case, arch):
+    model, _ = build(case, arch, init=False)
+    batch = make_batch(arch)
+    model.eval()
+    if not case.adapter_only:
+        with pytest.raises(AdapterError):
+            with model.disable_adapter():
+                pass
+        return
+    def requires_grad_map():
+        return {n: p.requires_grad for n, p in model.named_parameters()}
+
+    with torch.no_grad():
+        adapted = model_output(model, batch)
+        before = requires_grad_map()
+        with model.disable_adapter():
+            torch.testing.assert_close(model_output(model, batch), base_logits(arch, batch), atol=0, rtol=0)
+        torch.testing.assert_close(model_output(model, batch), adapted, atol=0, rtol=0)
+        assert requires_grad_map() == before
+        model.merge_adapter()
+        before_merged = requires_grad_map()
+        with model.disable_adapter():
+            torch.testing.assert_close(model_output(model, batch), base_logits(arch, batch), atol=ATOL, rtol=0)
+        assert all(layer.merged for _, layer in _adapter_layers(model))
+        torch.testing.assert_close(model_output(model, batch), adapted, atol=ATOL, rtol=0)
+        assert requires_grad_map() == before_merged
+
+
+def _adapter_layers(model):
+    from peftlab.tuners.base import ModulesToSaveWrapper, iter_adapter_layers
+
+    return [(p, layer) for p, layer in iter_adapter_layers(model.model) if not isinstance(layer, ModulesToSaveWrapper)]
+
+
+@matrix
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+@pytest.mark.parametrize("num_beams", [1, 3])
+def test_generate_cached_equals_uncached(case, arch, num_beams):
+    model, _ = build(case, arch, init=False)
+    model.eval()
+    prompt = make_batch(arch, batch=2, length=5)
+    kwargs = dict(input_ids=prompt["input_ids"], attention_mask=prompt["attention_mask"], max_new_tokens=6,
+                  do_sample=False, num_beams=num_beams, output_scores=True, return_dict_in_generate=True,
+                  pad_token_id=0, min_new_tokens=6)
+    cached = model.generate(use_cache=True, **kwargs)
+    uncached = model.generate(use_cache=False, **kwargs)
+    assert torch.equal(cached.sequences, uncached.sequences)
+    for a, b in zip(cached.scores, uncached.scores):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
+@matrix
+@archs
+def test_gradient_checkpointing_same_grads(case, arch):
+    batch = make_batch(arch)
+    grads = []
+    for checkpointing in (False, True):
+        model, _ = build(case, arch, init=False)
+        if checkpointing:
+            model.gradient_checkpointing_enable()
+        model.train()
+        model(**batch).loss.backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and grads[0]
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], atol=1e-6, rtol=1e-5)
+
+
+@matrix
+@archs
+def test_several_adapters(case, arch):
+    model, _ = build(case, arch, init=False)
+    batch = make_batch(arch)
+    model.eval()
+    if not case.adapter_only:
+        with pytest.raises(AdapterError):
+            model.add_adapter("other", case.make_config(arch, False))
+        return
+    with torch.no_grad():
+        first = model_output(model, batch)
+        torch.manual_seed(7)
+        model.add_adapter("other", case.make_config(arch, False))
+        torch.testing.assert_close(model_output(model, batch), first, atol=0, rtol=0)  # add does not activate
+        model.set_adapter("other")
+        second = model_output(model, batch)
+        assert (second - first).abs().max() > 1e-4
+        model.set_adapter("default")
+        torch.testing.assert_close(model_output(model, batch), first, atol=0, rtol=0)
+        model.delete_adapter("default")
+        assert list(model.peft_config) == ["other"] and model.active_adapter == "other"
+        torch.testing.assert_close(model_output(model, batch), second, atol=0, rtol=0)
+        model.delete_adapter("other")
+        assert not any(True for _ in _adapter_layers(model))
+        torch.testing.assert_close(model_output(model, batch), base_logits(arch, batch), atol=0, rtol=0)
