@@ -114,7 +114,8 @@ def import_from_peft(model: nn.Module, peft_dir: str | Path, adapter_name: str =
         target_modules=data["target_modules"], layers_to_transform=_as_list(data.get("layers_to_transform")),
         use_rslora=bool(data.get("use_rslora", False)), rank_pattern=data.get("rank_pattern") or {},
         alpha_pattern={k: float(v) for k, v in (data.get("alpha_pattern") or {}).items()},
-        fan_in_fan_out=bool(data.get("fan_in_fan_out", False)), modules_to_save=data.get("modules_to_save"),
+        fan_in_fan_out=bool(data.get("fan_in_fan_out", False)),
+        modules_to_save=_existing_modules(model, data.get("modules_to_save")),
         task_type=data.get("task_type"), base_model_name_or_path=data.get("base_model_name_or_path"),
         inference_mode=not is_trainable,
     )
@@ -127,6 +128,15 @@ def import_from_peft(model: nn.Module, peft_dir: str | Path, adapter_name: str =
         peft_model.unload()
         raise
     return peft_model
+
+
+def _existing_modules(model: nn.Module, names: list[str] | None) -> list[str] | None:
+    """peft lists candidate head names (e.g. ["classifier", "score"]) and keeps those the model has."""
+    if not names:
+        return None
+    paths = [p for p, _ in model.named_modules()]
+    kept = [n for n in names if any(p == n or p.endswith("." + n) for p in paths)]
+    return kept or None
 
 
 def _as_list(value) -> list[int] | None:

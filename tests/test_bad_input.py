@@ -1,0 +1,154 @@
+"""Bad input raises a peftlab error naming the field/file/module, and nothing half-loaded stays attached."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import make_batch, make_tiny, model_output
+
+import peftlab
+from peftlab import (
+    AdapterError,
+    AdapterLoadError,
+    BitFitConfig,
+    ConfigError,
+    LoraConfig,
+    PeftConfig,
+    PeftlabError,
+    PeftModel,
+    TargetModuleError,
+    UnsupportedModelError,
+    get_peft_model,
+)
+from peftlab.tuners.base import iter_adapter_layers
+
+
+def test_wrong_target_module_names_are_named():
+    with pytest.raises(TargetModuleError, match=r"q_projj.*c_attn"):
+        get_peft_model(make_tiny("gpt2"), LoraConfig(target_modules=["q_projj"]))
+
+
+def test_failed_injection_leaves_model_untouched():
+    model = make_tiny("llama")
+    names_before = [n for n, _ in model.named_modules()]
+    with pytest.raises(TargetModuleError):  # "q" resolves first, then "nope" fails: "q" must be rolled back
+        get_peft_model(model, LoraConfig(target_modules=["q", "nope"]))
+    assert [n for n, _ in model.named_modules()] == names_before
+    assert not list(iter_adapter_layers(model))
+
+
+@pytest.mark.parametrize("rank", [0, -3])
+def test_rank_must_be_positive(rank):
+    with pytest.raises(ConfigError, match=r"LoraConfig\.r"):
+        LoraConfig(r=rank)
+
+
+def test_config_wrong_type_names_field():
+    with pytest.raises(ConfigError, match=r"LoraConfig\.lora_alpha.*number"):
+        LoraConfig(lora_alpha="big")
+    with pytest.raises(ConfigError, match=r"LoraConfig\.r.*integer"):
+        LoraConfig(r=2.5)
+
+
+def test_config_file_with_wrong_type_names_file_and_field(tmp_path):
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": "four"}))
+    with pytest.raises(ConfigError, match=r"adapter_config\.json.*LoraConfig\.r"):
+        PeftConfig.from_pretrained(tmp_path)
+
+
+def test_unknown_config_keys_dropped_with_warning(tmp_path):
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 4, "from_the_future": 1}))
+    with pytest.warns(UserWarning, match="from_the_future"):
+        config = PeftConfig.from_pretrained(tmp_path)
+    assert isinstance(config, LoraConfig) and config.r == 4
+
+
+def test_config_json_is_stamped_with_version(tmp_path):
+    model = get_peft_model(make_tiny("gpt2"), LoraConfig(r=2))
+    model.save_pretrained(tmp_path)
+    data = json.loads((tmp_path / "adapter_config.json").read_text())
+    assert data["peftlab_version"] == peftlab.__version__ and data["peft_type"] == "LORA"
+
+
+def test_unknown_method_lists_known_ones(tmp_path):
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"peft_type": "MAGIC"}))
+    with pytest.raises(ConfigError, match=r"MAGIC.*LORA"):
+        PeftConfig.from_pretrained(tmp_path)
+
+
+def test_adapter_from_other_base_is_rejected_and_detached(tmp_path):
+    small = get_peft_model(make_tiny("gpt2"), LoraConfig(r=2, target_modules=["q", "v"]))
+    small.save_pretrained(tmp_path)
+    other = make_tiny("llama")  # same roles, other shapes
+    names_before = [n for n, _ in other.named_modules()]
+    with pytest.raises(AdapterLoadError, match=r"adapter_model\.safetensors"):
+        PeftModel.from_pretrained(other, tmp_path)
+    assert [n for n, _ in other.named_modules()] == names_before
+
+
+def test_shape_mismatch_names_key_and_shapes(tmp_path):
+    get_peft_model(make_tiny("gpt2"), LoraConfig(r=2)).save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "adapter_config.json").read_text())
+    config["r"] = 3
+    (tmp_path / "adapter_config.json").write_text(json.dumps(config))
+    model = make_tiny("gpt2")
+    with pytest.raises(AdapterLoadError, match=r"lora_.*shape"):
+        PeftModel.from_pretrained(model, tmp_path)
+    assert not list(iter_adapter_layers(model))
+
+
+def test_load_adapter_failure_keeps_existing_adapter(tmp_path):
+    get_peft_model(make_tiny("gpt2"), LoraConfig(r=2)).save_pretrained(tmp_path)
+    (tmp_path / "adapter_model.safetensors").write_bytes(b"not safetensors at all")
+    model = get_peft_model(make_tiny("gpt2"), LoraConfig(r=2, init_weights=False)).eval()
+    batch = make_batch("gpt2")
+    with torch.no_grad():
+        before = model_output(model, batch)
+    with pytest.raises(AdapterLoadError, match=r"safetensors"):
+        model.load_adapter(tmp_path, "second")
+    assert list(model.peft_config) == ["default"]
+    with torch.no_grad():
+        torch.testing.assert_close(model_output(model, batch), before, atol=0, rtol=0)
+
+
+def test_truncated_weight_file(tmp_path):
+    get_peft_model(make_tiny("gpt2"), LoraConfig(r=2)).save_pretrained(tmp_path)
+    path = tmp_path / "adapter_model.safetensors"
+    path.write_bytes(path.read_bytes()[:-40])
+    with pytest.raises(AdapterLoadError, match=r"adapter_model\.safetensors"):
+        PeftModel.from_pretrained(make_tiny("gpt2"), tmp_path)
+
+
+def test_pickle_files_are_never_loaded(tmp_path):
+    get_peft_model(make_tiny("gpt2"), LoraConfig(r=2)).save_pretrained(tmp_path)
+    (tmp_path / "adapter_model.safetensors").rename(tmp_path / "adapter_model.bin")
+    with pytest.raises(AdapterLoadError, match=r"pickle"):
+        PeftModel.from_pretrained(make_tiny("gpt2"), tmp_path)
+
+
+def test_unsupported_architecture_is_named():
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    model = T5ForConditionalGeneration(T5Config(num_layers=1, d_model=16, d_ff=32, num_heads=2, d_kv=8,
+                                                vocab_size=40))
+    with pytest.raises(UnsupportedModelError, match=r"T5ForConditionalGeneration.*register_layout"):
+        get_peft_model(model, LoraConfig())
+
+
+def test_bitfit_on_bias_free_model_says_how():
+    with pytest.raises(TargetModuleError, match="add_missing_bias"):
+        get_peft_model(make_tiny("llama"), BitFitConfig())
+
+
+def test_adapter_operations_on_unknown_names():
+    model = get_peft_model(make_tiny("gpt2"), LoraConfig(r=2))
+    with pytest.raises(AdapterError, match="nope"):
+        model.set_adapter("nope")
+    with pytest.raises(AdapterError, match="already exists"):
+        model.add_adapter("default", LoraConfig(r=2))
+
+
+def test_all_errors_share_one_hierarchy():
+    for error in (AdapterError, AdapterLoadError, ConfigError, TargetModuleError, UnsupportedModelError):
+        assert issubclass(error, PeftlabError)
