@@ -17,6 +17,7 @@ _CLI_MODULES = (
     "peftlab.zoo",
     "peftlab.metrics.cli",
     "peftlab.demo",
+    "peftlab.describe",
 )
 
 
