@@ -15,6 +15,7 @@ class MethodCase:
     has_init_switch: bool = True  # init_weights=False gives a non-identity adapter
     mergeable: bool = True
     adapter_only: bool = True  # False: the "adapter" is the base model itself (full fine-tuning)
+    archs: tuple[str, ...] = ("gpt2", "llama", "bert")  # architectures the case runs on
 
     def __str__(self) -> str:
         return self.id
@@ -42,3 +43,17 @@ METHOD_CASES = [
     MethodCase("bitfit", _bitfit),
     MethodCase("full", _full, has_init_switch=False, adapter_only=False),
 ]
+
+
+def _discover() -> list[MethodCase]:
+    """Cases from tests/cases_<method>.py files (each defines ``CASES: list[MethodCase]``)."""
+    import importlib
+    from pathlib import Path
+
+    found = []
+    for path in sorted(Path(__file__).parent.glob("cases_*.py")):
+        found.extend(importlib.import_module(path.stem).CASES)
+    return found
+
+
+METHOD_CASES += _discover()

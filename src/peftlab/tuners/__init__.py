@@ -1,10 +1,22 @@
-"""Built-in methods. Importing this package registers them (peftlab.registry)."""
-from .base import AdapterLayer, ModulesToSaveWrapper, Tuner
-from .bitfit import BitFitConfig, BitFitTuner
-from .full import FullFinetuneConfig, FullFinetuneTuner
-from .lora import LoraConfig, LoraTuner
+"""Built-in methods, one sub-package each (``config.py``, ``layer.py``, ``model.py``).
 
-__all__ = [
-    "AdapterLayer", "ModulesToSaveWrapper", "Tuner",
-    "BitFitConfig", "BitFitTuner", "FullFinetuneConfig", "FullFinetuneTuner", "LoraConfig", "LoraTuner",
-]
+Importing this package imports every sub-package, and each registers its tuner with
+:func:`peftlab.registry.register_method`; every registered config class is re-exported here (and from
+``peftlab``). A new method therefore needs no edit outside its own folder.
+"""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+from ..registry import _METHODS
+from .base import AdapterLayer, ModulesToSaveWrapper, Tuner
+
+for _module in pkgutil.iter_modules(__path__):
+    if _module.ispkg:
+        importlib.import_module(f"{__name__}.{_module.name}")
+
+for _entry in list(_METHODS.values()):
+    globals()[_entry.config_cls.__name__] = _entry.config_cls
+
+__all__ = ["AdapterLayer", "ModulesToSaveWrapper", "Tuner"] + sorted(e.config_cls.__name__ for e in _METHODS.values())
