@@ -369,3 +369,23 @@ class PeftModel(nn.Module):
 def get_peft_model(model: nn.Module, peft_config: PeftConfig, adapter_name: str = "default") -> PeftModel:
     """Wrap ``model`` with a new adapter described by ``peft_config`` (active and trainable)."""
     return PeftModel(model, peft_config, adapter_name)
+
+
+def get_peft_model_state_dict(model: PeftModel, state_dict: dict | None = None,
+                              adapter_name: str = "default") -> dict[str, torch.Tensor]:
+    """peft's function form: the adapter's tensors under their saved keys. ``state_dict`` (e.g. gathered from
+    FSDP/ZeRO-3 shards) is filtered to the adapter's keys instead of reading the live parameters."""
+    keys = model.get_peft_model_state_dict(adapter_name)
+    if state_dict is None:
+        return keys
+    missing = [k for k in keys if k not in state_dict]
+    if missing:
+        raise AdapterError(f"the given state dict lacks {len(missing)} keys of adapter {adapter_name!r}, "
+                           f"e.g. {missing[:3]}")
+    return {k: state_dict[k] for k in keys}
+
+
+def set_peft_model_state_dict(model: PeftModel, peft_model_state_dict: dict[str, torch.Tensor],
+                              adapter_name: str = "default") -> None:
+    """peft's function form of :meth:`PeftModel.set_peft_model_state_dict` (strict)."""
+    model.set_peft_model_state_dict(peft_model_state_dict, adapter_name)

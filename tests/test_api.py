@@ -1,0 +1,111 @@
+"""Public API properties: the open registry, counting, summaries, state-dict functions."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import pytest
+import torch
+import torch.nn as nn
+from conftest import make_batch, make_tiny, model_output
+
+import peftlab
+from peftlab import (
+    ConfigError,
+    LoraConfig,
+    PeftConfig,
+    PeftModel,
+    get_peft_model,
+    get_peft_model_state_dict,
+    register_method,
+    set_peft_model_state_dict,
+)
+from peftlab.tuners.base import AdapterLayer, Tuner, replace_module
+
+
+@dataclass
+class OutputScaleConfig(PeftConfig):
+    """A third-party method defined outside peftlab: scale the attention output projection by (1 + s)."""
+
+    peft_type: ClassVar[str] = "TEST_OUTPUT_SCALE"
+    init_scale: float = 0.0
+    """Initial s."""
+
+
+class OutputScaleLayer(AdapterLayer):
+    adapter_containers = ("scale",)
+
+    def __init__(self, base_layer: nn.Module) -> None:
+        super().__init__(base_layer)
+        self.scale = nn.ParameterDict()
+
+    def forward(self, x):
+        out = self.base_layer(x)
+        if not self.uses_adapter():
+            return out
+        return out * (1 + self.scale[self.active_adapters[0]])
+
+
+@register_method
+class OutputScaleTuner(Tuner):
+    config_cls = OutputScaleConfig
+
+    @classmethod
+    def inject(cls, model, config, adapter_name, layout, trainable):
+        for i in range(layout.n_blocks):
+            target = layout.role_target(i, "o")
+            layer = target.module if isinstance(target.module, OutputScaleLayer) else OutputScaleLayer(target.module)
+            replace_module(model, target.path, layer)
+            layer.scale[adapter_name] = nn.Parameter(torch.full((), config.init_scale), requires_grad=trainable)
+
+
+def test_third_party_method_registers_and_round_trips(tmp_path):
+    assert "TEST_OUTPUT_SCALE" in peftlab.list_methods()
+    model = get_peft_model(make_tiny("llama"), OutputScaleConfig(init_scale=0.5)).eval()
+    batch = make_batch("llama")
+    with torch.no_grad():
+        expected = model_output(model, batch)
+    assert model.get_nb_trainable_parameters()[0] == 3
+    with pytest.raises(peftlab.AdapterError, match="cannot be merged"):
+        model.merge_and_unload()
+    model.save_pretrained(tmp_path)
+    loaded = PeftModel.from_pretrained(make_tiny("llama"), tmp_path).eval()
+    assert isinstance(loaded.peft_config["default"], OutputScaleConfig)
+    with torch.no_grad():
+        torch.testing.assert_close(model_output(loaded, batch), expected, atol=0, rtol=0)
+
+
+def test_trainable_counts_and_summary():
+    model = get_peft_model(make_tiny("gpt2"), LoraConfig(r=4, target_modules=["q", "v"]))
+    trainable, total = model.get_nb_trainable_parameters()
+    base_total = sum(p.numel() for p in make_tiny("gpt2").parameters())
+    assert trainable == 4 * 3 * 32 * 4 and total == base_total + trainable
+    assert model.base_parameter_count() == base_total
+    summary = model.adapter_summary()
+    assert "default*" in summary and "LORA" in summary and f"{trainable:,d}" in summary
+    assert f"{100 * trainable / base_total:.4f}" in summary
+
+
+def test_classifier_head_is_saved_for_sequence_classification(tmp_path):
+    model = get_peft_model(make_tiny("bert"), LoraConfig(r=2, target_modules=["q", "v"]))
+    assert model.peft_config["default"].modules_to_save == ["classifier"]
+    keys = set(model.get_peft_model_state_dict())
+    assert {"base_model.model.classifier.weight", "base_model.model.classifier.bias"} <= keys
+
+
+def test_state_dict_functions_accept_external_dicts():
+    model = get_peft_model(make_tiny("gpt2"), LoraConfig(r=2, init_weights=False))
+    full_state = {k: v.clone() for k, v in model.state_dict().items()}
+    full_state = {k.replace(".default", ""): v for k, v in full_state.items()}  # as if gathered externally
+    adapter_state = get_peft_model_state_dict(model, full_state)
+    assert set(adapter_state) == set(model.get_peft_model_state_dict())
+    other = get_peft_model(make_tiny("gpt2"), LoraConfig(r=2))
+    set_peft_model_state_dict(other, adapter_state)
+    batch = make_batch("gpt2")
+    with torch.no_grad():
+        torch.testing.assert_close(model_output(other.eval(), batch), model_output(model.eval(), batch))
+
+
+def test_target_modules_type_is_checked():
+    with pytest.raises(ConfigError, match="target_modules"):
+        LoraConfig(target_modules=5)
