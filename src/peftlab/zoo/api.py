@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime
+import importlib.metadata
 import os
 import sys
 import time
@@ -75,10 +76,11 @@ def _versions() -> dict[str, str]:
     from .. import __version__
 
     versions = {"peftlab": __version__, "python": sys.version.split()[0]}
-    for module_name in ("torch", "transformers", "gguf"):
-        module = sys.modules.get(module_name)
-        if module is not None:
-            versions[module_name] = str(getattr(module, "__version__", "unknown"))
+    for distribution in ("torch", "transformers", "tokenizers", "gguf"):
+        try:
+            versions[distribution] = importlib.metadata.version(distribution)
+        except importlib.metadata.PackageNotFoundError:
+            pass
     return versions
 
 
@@ -235,7 +237,7 @@ def _hub_failure(name_or_path: str, what: str, err: OSError) -> ModelInstallErro
 
 def load_model(
     name_or_path: str | os.PathLike[str],
-    task: str = "causal-lm",
+    task: str | None = None,
     num_labels: int | None = None,
     dtype: "torch.dtype | str | None" = "float32",
     **kwargs: Any,
@@ -243,16 +245,23 @@ def load_model(
     """Load a pretrained model by zoo name (installed on demand), local folder or hub id.
 
     `task` picks the transformers auto class: `causal-lm` (AutoModelForCausalLM), `sequence-classification`
-    (AutoModelForSequenceClassification; pass `num_labels`) or `feature-extraction` (AutoModel). `dtype` defaults
-    to fp32 (a torch dtype, its name, or "auto"); other keyword arguments go to `from_pretrained`.
+    (AutoModelForSequenceClassification; pass `num_labels`) or `feature-extraction` (AutoModel). Left as None it
+    is `sequence-classification` when `num_labels` is given, else the zoo model's default task (`causal-lm` for
+    SmolLM2, `sequence-classification` for MiniLM), else `causal-lm`. `dtype` defaults to fp32 (a torch dtype, its
+    name, or "auto"); other keyword arguments go to `from_pretrained`.
     """
+    spec = find_spec_by_name(os.fspath(name_or_path)) if not isinstance(name_or_path, Path) else None
+    if task is None:
+        if num_labels is not None:
+            task = "sequence-classification"
+        else:
+            task = spec.default_task if spec is not None else "causal-lm"
     if task not in TASK_AUTO_CLASSES:
         raise ConfigError(f"task {task!r} is not supported; use one of: {', '.join(TASK_AUTO_CLASSES)}")
     if num_labels is not None:
         if task != "sequence-classification":
             raise ConfigError(f"num_labels={num_labels} only applies to task='sequence-classification', not {task!r}")
         kwargs["num_labels"] = num_labels
-    spec = find_spec_by_name(os.fspath(name_or_path)) if not isinstance(name_or_path, Path) else None
     if spec is not None and task not in spec.tasks:
         raise ConfigError(
             f"zoo model '{spec.name}' ({spec.architecture}) does not support task {task!r}; "
