@@ -131,3 +131,13 @@ def test_export_roundtrip_through_import(tmp_path):
     assert isinstance(back, PeftModel)
     with torch.no_grad():
         torch.testing.assert_close(model_output(back.eval(), batch), expected, atol=1e-5, rtol=0)
+
+
+def test_bf16_base_keeps_fp32_adapter_and_output_dtype():
+    base = make_tiny("llama").to(torch.bfloat16)
+    model = get_peft_model(base, LoraConfig(r=2, target_modules=["q", "v"], init_weights=False))
+    layer = model.model.model.layers[0].self_attn.q_proj
+    assert layer.lora_A["default"].weight.dtype == torch.float32
+    assert layer.base_layer.weight.dtype == torch.bfloat16
+    logits = model_output(model, make_batch("llama"))
+    assert logits.dtype == torch.bfloat16 and torch.isfinite(logits.float()).all()

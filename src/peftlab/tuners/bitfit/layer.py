@@ -28,7 +28,7 @@ class BitFitLayer(AdapterLayer):
         self._created_bias = False  # merge had to create a bias the base module lacked
 
     def add_adapter(self, name: str, init_weights: bool, trainable: bool) -> None:
-        delta = torch.zeros(output_width(self.base_layer))
+        delta = torch.zeros(output_width(self.base_layer), device=self.base_layer.weight.device)
         if not init_weights:
             nn.init.normal_(delta, std=0.1)
         self.bitfit_bias[name] = nn.Parameter(delta, requires_grad=trainable)

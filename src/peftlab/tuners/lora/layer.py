@@ -52,6 +52,9 @@ class LoraLayer(AdapterLayer):
                 nn.init.zeros_(self.lora_B[name].weight)
             else:
                 nn.init.normal_(self.lora_B[name].weight, std=0.1)
+        device = self.base_layer.weight.device  # adapter weights stay fp32, on the base layer's device
+        self.lora_A[name].to(device)
+        self.lora_B[name].to(device)
         for param in (self.lora_A[name].weight, self.lora_B[name].weight):
             param.requires_grad_(trainable)
 
