@@ -1,0 +1,38 @@
+"""Evaluation metrics: the official E2E scorer's five metrics and the GLUE metrics.
+
+``peftlab.metrics.e2e`` (:func:`score_e2e`, :func:`evaluate_e2e`) equals ``tuetschek/e2e-metrics``; the building
+blocks live in :mod:`.bleu_nist` (BLEU, NIST), :mod:`.ptb` (PTB tokenization), :mod:`.coco` (ROUGE-L, CIDEr,
+METEOR). ``peftlab.metrics.glue`` has accuracy, F1, Matthews, Pearson and Spearman.
+"""
+from __future__ import annotations
+
+from .bleu_nist import corpus_bleu, corpus_nist, mteval_tokenize
+from .coco import Meteor, MetricUnavailableError, cider, meteor_unavailable_reason, rouge_l
+from .e2e import E2E_METRICS, E2EScores, evaluate_e2e, read_predictions, read_references, score_e2e
+from .glue import accuracy, binary_f1, glue_metrics, matthews_corrcoef, pearson, spearman
+from .ptb import PTBLexer, coco_tokenize
+
+__all__ = [
+    "E2E_METRICS",
+    "E2EScores",
+    "Meteor",
+    "MetricUnavailableError",
+    "PTBLexer",
+    "accuracy",
+    "binary_f1",
+    "cider",
+    "coco_tokenize",
+    "corpus_bleu",
+    "corpus_nist",
+    "evaluate_e2e",
+    "glue_metrics",
+    "matthews_corrcoef",
+    "meteor_unavailable_reason",
+    "mteval_tokenize",
+    "pearson",
+    "read_predictions",
+    "read_references",
+    "rouge_l",
+    "score_e2e",
+    "spearman",
+]
