@@ -95,7 +95,7 @@ class BottleneckConfig(PeftConfig):
             return self.bottleneck_size
         r = int(hidden_size // self.reduction_factor)
         if r < 1:
-            raise ConfigError(f"BottleneckConfig.reduction_factor: {self.reduction_factor} leaves no bottleneck on "
+            raise ConfigError(f"BottleneckConfig.reduction_factor: {self.reduction_factor:g} leaves no bottleneck on "
                               f"hidden size {hidden_size}; allowed range (0, {hidden_size}]")
         return r
 

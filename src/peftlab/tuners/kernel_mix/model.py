@@ -13,9 +13,9 @@ import torch.nn as nn
 from ...errors import TargetModuleError
 from ...layout import AttentionShape, ResolvedLayout
 from ...registry import register_method
-from ..base import Tuner, replace_module
+from ..base import AdapterLayer, Tuner, replace_module
 from .config import KernelMixConfig
-from .layer import KernelMixLayer, KeyStash, KPart, OPart, QPart, VPart
+from .layer import KernelMixLayer, KernelMixPart, KeyStash, KPart, OPart, QPart, VPart
 
 _ROLES = ("q", "k", "v", "o")
 
@@ -45,6 +45,15 @@ def _blocks(config: KernelMixConfig, layout: ResolvedLayout) -> list[int]:
     return sorted(set(config.layers_to_transform))
 
 
+def _own_layer(module: nn.Module) -> KernelMixLayer | None:
+    """The KernelMixLayer at ``module`` or inside the wrappers of other methods around it (never wrap twice)."""
+    while isinstance(module, AdapterLayer):
+        if isinstance(module, KernelMixLayer):
+            return module
+        module = module.base_layer
+    return None
+
+
 def _device(layer: KernelMixLayer) -> torch.device:
     return next(layer.base_layer.parameters()).device
 
@@ -63,9 +72,12 @@ class KernelMixTuner(Tuner):
         use_v = bool(config.r_v or config.s_v)
         use_o = bool(config.rank_o or config.share_o)
         for block in _blocks(config, layout):
-            layers = cls._wrap_block(model, layout, block, shape)
-            key_separate = layers["k"] is not layers["v"]
-            parts: list[tuple[str, KernelMixLayer, object]] = []
+            fused_kv = layout.role_target(block, "k").path == layout.role_target(block, "v").path
+            wanted = [role for role, used in (("q", use_q), ("v", use_v), ("o", use_o)) if used]
+            if config.bandwidth != "none" or (use_v and config.r_v and not fused_kv):
+                wanted.append("k")  # the k wrapper scales keys and/or hands its key to the separate v wrapper
+            layers = cls._wrap_block(model, layout, block, shape, wanted)
+            parts: list[tuple[str, KernelMixLayer, KernelMixPart]] = []
             if use_q:
                 parts.append(("q", layers["q"], QPart(
                     layers["q"].in_features, shape, config.r_q, config.s_q, config.head_bias, config.scaling,
@@ -73,15 +85,14 @@ class KernelMixTuner(Tuner):
             if use_v:
                 parts.append(("v", layers["v"], VPart(layers["v"].in_features, shape, config.r_v, config.s_v,
                                                       config.head_bias, config.scaling, _device(layers["v"]))))
-            if config.bandwidth != "none" or (key_separate and config.r_v):
-                # the k wrapper carries the bandwidth and/or stashes the key for the separate v wrapper
+            if "k" in wanted:
                 parts.append(("k", layers["k"], KPart(shape, config.bandwidth, config.bandwidth_per_head,
                                                       _device(layers["k"]))))
             if use_o:
                 parts.append(("o", layers["o"], OPart(layers["o"].out_features, shape, config.rank_o,
                                                       config.share_o, config.head_bias, config.scaling,
                                                       _device(layers["o"]))))
-            if key_separate and config.r_v:
+            if use_v and config.r_v and not fused_kv:
                 k_layer, v_layer = layers["k"], layers["v"]
                 if k_layer.key_stash is None:
                     k_layer.key_stash = KeyStash(k_layer.base_layer)
@@ -93,35 +104,36 @@ class KernelMixTuner(Tuner):
                 layer.add_part(role, adapter_name, part, config.dropout)
 
     @classmethod
-    def _wrap_block(cls, model: nn.Module, layout: ResolvedLayout, block: int,
-                    shape: AttentionShape) -> dict[str, KernelMixLayer]:
-        """Wrap (or reuse) the modules holding q, k, v and o in ``block``; role -> its KernelMixLayer."""
+    def _wrap_block(cls, model: nn.Module, layout: ResolvedLayout, block: int, shape: AttentionShape,
+                    wanted: list[str]) -> dict[str, KernelMixLayer]:
+        """Wrap (or reuse) the modules holding the ``wanted`` roles in ``block``; role -> its KernelMixLayer.
+
+        A wrapper knows every role its module holds (GPT-2's c_attn: q, k and v), whichever of them it adapts."""
         targets = {role: layout.role_target(block, role) for role in _ROLES}
         by_path: dict[str, dict[str, slice | None]] = {}
         for role, target in targets.items():
             by_path.setdefault(target.path, {})[role] = target.out_slice
         layers: dict[str, KernelMixLayer] = {}
-        for path, roles in by_path.items():
+        for role in wanted:
+            path = targets[role].path
+            roles = by_path[path]
             if "o" in roles and len(roles) > 1:
                 raise TargetModuleError(f"KernelMixConfig: {path!r} is both the output projection and q/k/v")
             module = model.get_submodule(path)
-            if isinstance(module, KernelMixLayer):
-                layer = module
-            else:
+            layer = _own_layer(module)
+            if layer is None:
                 layer = KernelMixLayer(module, roles)
                 replace_module(model, path, layer)
-            for role in roles:
-                layers[role] = layer
-        expected = {"q": shape.q_size, "k": shape.kv_size, "v": shape.kv_size}
-        for role, width in expected.items():
-            if layers[role].role_width(role) != width:
+            layers[role] = layer
+            if role == "o":
+                if layer.in_features != shape.q_size:
+                    raise TargetModuleError(f"KernelMixConfig: the output projection {path!r} takes "
+                                            f"{layer.in_features} inputs, expected H*d_h = {shape.q_size}")
+            elif layer.role_width(role) != (shape.q_size if role == "q" else shape.kv_size):
                 raise TargetModuleError(
-                    f"KernelMixConfig: the {role} output of {targets[role].path!r} is {layers[role].role_width(role)}"
-                    f" wide, but the layout's head geometry says {width} (H={shape.n_heads}, "
-                    f"n_kv_heads={shape.n_kv_heads}, d_h={shape.head_dim})")
-        if layers["o"].in_features != shape.q_size:
-            raise TargetModuleError(f"KernelMixConfig: the output projection {targets['o'].path!r} takes "
-                                    f"{layers['o'].in_features} inputs, expected H*d_h = {shape.q_size}")
+                    f"KernelMixConfig: the {role} output of {path!r} is {layer.role_width(role)} wide, which does not "
+                    f"match the layout's head geometry (H={shape.n_heads}, n_kv_heads={shape.n_kv_heads}, "
+                    f"d_h={shape.head_dim})")
         return layers
 
     @classmethod
