@@ -21,7 +21,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="smollm2-135m", help="zoo name, local folder or hub id")
     parser.add_argument("--data-dir", default=None,
                         help="folder holding e2e/ (default: $PEFTLAB_DATA_DIR)")
-    parser.add_argument("--steps", type=int, default=12, help="optimizer steps")
+    parser.add_argument("--steps", type=int, default=24, help="optimizer steps")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=2e-3, help="AdamW learning rate (constant)")
     parser.add_argument("--rank", type=int, default=4, help="LoRA rank r")
@@ -52,7 +52,7 @@ def _mean_loss(model, batches) -> float:
 
 def run_demo(args: argparse.Namespace) -> int:
     from . import LoraConfig, get_peft_model
-    from .data import e2e
+    from .data import linearize_mr, load_e2e
     from .train import collate_causal_lm
     from .zoo import load_model, load_tokenizer
 
@@ -65,16 +65,15 @@ def run_demo(args: argparse.Namespace) -> int:
     tokenizer = load_tokenizer(args.model)
     model = load_model(args.model, task="causal-lm", dtype=torch.float32)
 
-    data_dir = e2e.resolve_data_dir(args.data_dir)
-    train = e2e.load_split("train", data_dir)
-    dev = e2e.load_split("dev", data_dir)
-    test = e2e.load_split("test", data_dir)
-    linearize = e2e.linearize_mr
+    train = load_e2e("train", args.data_dir)
+    dev = load_e2e("dev", args.data_dir)
+    test = load_e2e("test", args.data_dir)
     rng = random.Random(args.seed)
-    train_pairs = [(linearize(mr) + " ||", " " + ref) for mr, ref in train.pairs()]
+    # prompt "<linearized MR> ||", target " <reference>" + eos (the LoRA repo's E2E format)
+    train_pairs = [(linearize_mr(r.mr) + " ||", " " + r.ref) for r in train.records]
     rng.shuffle(train_pairs)
-    eval_pairs = [(linearize(mr) + " ||", " " + ref) for mr, ref in dev.pairs()][: args.eval_examples]
-    print(f"[demo] E2E from {data_dir}: {len(train_pairs):,d} train pairs, {len(eval_pairs)} dev pairs for the loss")
+    eval_pairs = [(linearize_mr(r.mr) + " ||", " " + r.ref) for r in dev.records][: args.eval_examples]
+    print(f"[demo] E2E: {len(train_pairs):,d} train pairs, {len(eval_pairs)} dev pairs for the loss")
 
     def batches_of(pairs):
         for i in range(0, len(pairs), args.batch_size):
@@ -114,9 +113,9 @@ def run_demo(args: argparse.Namespace) -> int:
 
     if args.decode:
         print("[demo] greedy decoding of test MRs:")
-        mrs = test.unique_mrs()[: args.decode]
+        mrs = [instance.mr for instance in test.instances[: args.decode]]
         tokenizer.padding_side = "left"
-        prompts = [linearize(mr) + " ||" for mr in mrs]
+        prompts = [linearize_mr(mr) + " ||" for mr in mrs]
         enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
         with torch.no_grad():
             out = model.generate(**enc, max_new_tokens=40, do_sample=False,
