@@ -25,14 +25,21 @@ from .model import PREFIX, PeftModel
 from .tuners.base import ModulesToSaveWrapper, iter_adapter_layers
 from .tuners.lora import LoraConfig, LoraLayer
 
+# prefix methods export_to_peft writes as peft PREFIX_TUNING (see peftlab.tuners.prefix.export)
+_PREFIX_TYPES = ("PREFIX_TUNING", "GATED_PREFIX")
 # peft LoRA options we cannot represent; importing a folder that sets them would change the math silently.
 _UNSUPPORTED_PEFT_OPTIONS = {"use_dora": False, "lora_bias": False, "use_qalora": False}
 
 
 def export_to_peft(peft_model: PeftModel, out_dir: str | Path, adapter_name: str | None = None) -> Path:
-    """Write adapter ``adapter_name`` (default: the active one) as a HF peft LoRA folder; returns the folder."""
+    """Write adapter ``adapter_name`` (default: the active one) as a HF peft LoRA folder (prefix adapters: a peft
+    PREFIX_TUNING folder); returns the folder."""
     adapter_name = adapter_name or peft_model.active_adapter
     config = peft_model.peft_config.get(adapter_name)
+    if config is not None and config.peft_type in _PREFIX_TYPES:  # prefix tuning: peft's prompt_embeddings layout
+        from .tuners.prefix.export import export_prefix_to_peft
+
+        return export_prefix_to_peft(peft_model, out_dir, adapter_name)
     if not isinstance(config, LoraConfig):
         kind = config.peft_type if config else "missing"
         raise AdapterError(f"export_to_peft: adapter {adapter_name!r} is {kind}; only LoRA adapters are exported")

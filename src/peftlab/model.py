@@ -20,7 +20,7 @@ from .errors import AdapterError, AdapterLoadError, ConfigError, TargetModuleErr
 from .io import WEIGHTS_NAME, read_adapter_weights, write_safetensors
 from .layout import get_layout
 from .registry import get_method
-from .tuners.base import AdapterLayer, ModulesToSaveWrapper, iter_adapter_layers, replace_module
+from .tuners.base import AdapterLayer, ModulesToSaveWrapper, iter_adapter_layers, replace_module, unwrap_layer
 
 PREFIX = "base_model.model."
 _CLASSIFIER_HEADS = ("classifier", "score")
@@ -175,7 +175,7 @@ class PeftModel(nn.Module):
             if layer.has_adapter(adapter_name):
                 layer.delete_adapter(adapter_name)
             if not layer.adapter_names():
-                replace_module(self.model, path, layer.base_layer)
+                unwrap_layer(self.model, path, layer)
 
     @contextlib.contextmanager
     def disable_adapter(self) -> Iterator[None]:
@@ -232,7 +232,7 @@ class PeftModel(nn.Module):
                 replacement = layer.merged_module()
             else:
                 replacement = layer.base_layer
-            replace_module(self.model, path, replacement)
+            unwrap_layer(self.model, path, layer, replacement)
         self.peft_config.clear()
         self.active_adapter = None
         return self.model
@@ -294,6 +294,9 @@ class PeftModel(nn.Module):
         tuner = self._tuner(adapter_name)
         if tuner.modifies_base_weights:
             return {PREFIX + k: v for k, v in tuner.base_state_for_save(self.model).items()}
+        custom = tuner.state_for_save(self, adapter_name)
+        if custom is not None:
+            return custom
         return {k: p.detach() for k, p in self.adapter_parameters(adapter_name).items()}
 
     def set_peft_model_state_dict(self, state_dict: dict[str, torch.Tensor], adapter_name: str | None = None,
@@ -332,8 +335,10 @@ class PeftModel(nn.Module):
             target = save_directory if name == "default" else save_directory / name
             from . import __version__
 
-            write_safetensors(self.get_peft_model_state_dict(name), target / WEIGHTS_NAME,
-                              metadata={"peftlab_version": __version__, "peft_type": self.peft_config[name].peft_type})
+            metadata = {"peftlab_version": __version__, "peft_type": self.peft_config[name].peft_type}
+            write_safetensors(self.get_peft_model_state_dict(name), target / WEIGHTS_NAME, metadata=metadata)
+            for filename, tensors in self._tuner(name).extra_files_for_save(self, name).items():
+                write_safetensors(tensors, target / filename, metadata=metadata)
             config = dataclasses.replace(self.peft_config[name], inference_mode=True)
             config.save_pretrained(target)
 
@@ -344,6 +349,7 @@ class PeftModel(nn.Module):
         config = dataclasses.replace(config, inference_mode=not is_trainable)
         self.add_adapter(adapter_name, config)
         try:
+            tensors, path = self._tuner(adapter_name).state_for_load(self, adapter_name, model_id, tensors, path)
             self.set_peft_model_state_dict(tensors, adapter_name, source=str(path))
         except BaseException:
             self.delete_adapter(adapter_name)
@@ -358,6 +364,8 @@ class PeftModel(nn.Module):
         config = dataclasses.replace(config, inference_mode=not is_trainable)
         peft_model = cls(model, config, adapter_name)
         try:
+            tensors, path = peft_model._tuner(adapter_name).state_for_load(peft_model, adapter_name, model_id,
+                                                                          tensors, path)
             peft_model.set_peft_model_state_dict(tensors, adapter_name, source=str(path))
         except BaseException:
             if not get_method(config).tuner_cls.modifies_base_weights:

@@ -27,6 +27,10 @@ class AdapterLayer(nn.Module):
 
     adapter_containers: ClassVar[tuple[str, ...]] = ()
     """Names of the ``ModuleDict``/``ParameterDict`` attributes keyed by adapter name."""
+    attached: ClassVar[bool] = False
+    """False (default): the layer took the place of ``base_layer``, and removing it puts ``base_layer`` back.
+    True: the layer was added as a new child beside the model's modules (``base_layer`` is a placeholder), and
+    removing it calls :meth:`detach` and deletes it (prefix tuning: module paths of the model stay unchanged)."""
 
     def __init__(self, base_layer: nn.Module) -> None:
         super().__init__()
@@ -91,6 +95,9 @@ class AdapterLayer(nn.Module):
         """True when a forward pass should add the adapters' contribution (not disabled, not merged)."""
         return not self.disabled and not self.merged and bool(self.active_adapters)
 
+    def detach(self) -> None:
+        """Undo what an attached layer installed outside itself (e.g. hooks); called right before its removal."""
+
 
 class ModulesToSaveWrapper(AdapterLayer):
     """A trainable copy of a base module (e.g. a classifier head) per adapter; the original stays untouched.
@@ -137,6 +144,17 @@ def replace_module(root: nn.Module, path: str, new_module: nn.Module) -> None:
     setattr(parent, child, new_module)
 
 
+def unwrap_layer(root: nn.Module, path: str, layer: AdapterLayer, replacement: nn.Module | None = None) -> None:
+    """Take ``layer`` (at ``path``) out of the model: put ``replacement`` (default: its base layer) in its place, or,
+    for an ``attached`` layer, detach and delete it."""
+    if not layer.attached:
+        replace_module(root, path, layer.base_layer if replacement is None else replacement)
+        return
+    layer.detach()
+    parent_path, _, child = path.rpartition(".")
+    delattr(root.get_submodule(parent_path) if parent_path else root, child)
+
+
 def iter_adapter_layers(root: nn.Module) -> Iterator[tuple[str, AdapterLayer]]:
     for path, module in root.named_modules():
         if isinstance(module, AdapterLayer):
@@ -167,4 +185,33 @@ class Tuner:
     @classmethod
     def base_state_for_save(cls, model: nn.Module) -> dict[str, torch.Tensor]:
         """Extra base-model tensors an adapter of this method must save (full fine-tuning saves everything)."""
+        return {}
+
+    # --- saving/loading hooks (defaults keep the generic behaviour: the file holds the adapter's parameters) -----
+    @classmethod
+    def state_for_save(cls, peft_model, adapter_name: str) -> dict[str, torch.Tensor] | None:
+        """Tensors for ``adapter_model.safetensors`` under their saved keys, or None for the adapter's parameters
+        (the default). Prefix methods return the ejected prefix here (what inference needs)."""
+        return None
+
+    @classmethod
+    def extra_files_for_save(cls, peft_model, adapter_name: str) -> dict[str, dict[str, torch.Tensor]]:
+        """Further safetensors files written beside ``adapter_model.safetensors``: {file name: tensors}."""
+        return {}
+
+    @classmethod
+    def state_for_load(cls, peft_model, adapter_name: str, directory, tensors: dict[str, torch.Tensor],
+                       path) -> tuple[dict[str, torch.Tensor], object]:
+        """The tensors to load into the freshly added adapter ``adapter_name`` from folder ``directory`` (and the
+        file they came from, for error messages). Default: ``adapter_model.safetensors`` as read."""
+        return tensors, path
+
+    # --- training hooks (the training loop calls these for every adapter; defaults do nothing) ---------------
+    @classmethod
+    def on_optimizer_step(cls, peft_model, adapter_name: str) -> None:
+        """Called after each optimizer step (e.g. Solo Connection advances its homotopy step count)."""
+
+    @classmethod
+    def training_log(cls, peft_model, adapter_name: str) -> dict[str, object]:
+        """Values to log with the loss (e.g. Solo's t, the gated prefix's gate values); JSON-serialisable."""
         return {}

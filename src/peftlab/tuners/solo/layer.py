@@ -13,13 +13,16 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from ..base import AdapterLayer
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .config import SoloConnectionConfig
 
 Pair = tuple[int, int]
 
@@ -42,7 +45,7 @@ class _StraightThroughClamp(torch.autograd.Function):
 
 
 class SoloMap(nn.Module):
-    """``x -> B A x (+ b)`` with ``A``: (r, d), ``B``: (d, r); or ``x -> W x (+ b)`` with ``W``: (d, d) if rank is None."""
+    """``x -> B A x (+ b)``, ``A``: (r, d), ``B``: (d, r); or ``x -> W x (+ b)``, ``W``: (d, d) if rank is None."""
 
     def __init__(self, d: int, rank: int | None, bias: bool, init_up: str, up_std: float,
                  device: torch.device | None = None) -> None:
@@ -93,7 +96,7 @@ class SoloSite(nn.Module):
 class SoloState:
     """Cross-block state of one Solo adapter on one model, shared by the adapter's :class:`SoloBlock` wrappers."""
 
-    def __init__(self, adapter_name: str, pairs: list[Pair], config: Any) -> None:
+    def __init__(self, adapter_name: str, pairs: list[Pair], config: "SoloConnectionConfig") -> None:
         self.adapter_name = adapter_name
         self.pairs = list(pairs)
         self.t_mode: str = config.t_mode
@@ -172,10 +175,12 @@ class SoloState:
                                    f"{tuple(source.shape)} to a destination of shape {tuple(hidden.shape)}; "
                                    "source and destination must carry the same positions")
             solo_map = self.maps[pair]
-            x = source.to(solo_map.up().dtype)
+            up = solo_map.up()
+            x = source.to(device=up.device, dtype=up.dtype)  # maps live on their destination block's device
             if self.dropout > 0:
                 x = F.dropout(x, self.dropout, training)
-            term = self.t(pair) * solo_map(x)
+            t = self.t(pair)
+            term = (t.to(up.device) if isinstance(t, torch.Tensor) else t) * solo_map(x)
             total = term if total is None else total + term
         assert total is not None
         return total

@@ -1,0 +1,111 @@
+"""The homotopy step: explicit, saved with the adapter, advanced by the training loop.
+
+The step counter of a Solo adapter is a non-trainable integer parameter in the adapter's hub site (saved in
+``adapter_model.safetensors`` as ``<hub block>.solo.step``), never a hidden global. ``t_mode="schedule"`` reads it as
+``t = min(1, step / ramp_steps)``. Advance it once per optimizer step, either by hand::
+
+    loss.backward(); optimizer.step(); advance_homotopy(peft_model)
+
+or with an optimizer hook that does exactly that after every ``optimizer.step()``::
+
+    handle = attach_homotopy_schedule(optimizer, peft_model)   # handle.remove() to detach
+
+Inference uses whatever t the saved step gives (the end of the schedule if training ran >= ramp_steps steps);
+:func:`complete_homotopy` sets the schedule to its end (t = 1) explicitly.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from ...errors import AdapterError
+from .layer import SoloState
+from .model import solo_states
+
+
+def _selected(model: nn.Module, adapter_name: str | None) -> list[SoloState]:
+    """The named adapter; else the PeftModel's active adapter(s) that are Solo; else every Solo adapter."""
+    states = solo_states(model)
+    if not states:
+        raise AdapterError(f"{type(model).__name__} has no Solo Connection adapter")
+    if adapter_name is not None:
+        if adapter_name not in states:
+            raise AdapterError(f"no Solo Connection adapter named {adapter_name!r}; Solo adapters: {sorted(states)}")
+        return [states[adapter_name]]
+    active = getattr(model, "active_adapters", None)
+    if isinstance(active, list):
+        chosen = [states[name] for name in active if name in states]
+        if not chosen:
+            raise AdapterError(f"the active adapter(s) {active} are not Solo Connection adapters; pass adapter_name= "
+                               f"one of {sorted(states)}")
+        return chosen
+    return list(states.values())
+
+
+def advance_homotopy(model: nn.Module, steps: int = 1, adapter_name: str | None = None) -> int:
+    """Add ``steps`` optimizer steps to the adapter's saved step counter; returns the new step.
+
+    ``adapter_name`` None: the active adapter of a PeftModel (every Solo adapter for a bare model)."""
+    if steps < 0:
+        raise AdapterError(f"advance_homotopy: steps must be >= 0, got {steps}")
+    new = 0
+    for state in _selected(model, adapter_name):
+        assert state.step is not None
+        with torch.no_grad():
+            state.step.add_(steps)
+        new = int(state.step.item())
+    return new
+
+
+def set_homotopy_step(model: nn.Module, step: int, adapter_name: str | None = None) -> None:
+    """Set the saved step counter (e.g. to resume a schedule, or 0 to restart it)."""
+    if step < 0:
+        raise AdapterError(f"set_homotopy_step: step must be >= 0, got {step}")
+    for state in _selected(model, adapter_name):
+        assert state.step is not None
+        with torch.no_grad():
+            state.step.fill_(step)
+
+
+def complete_homotopy(model: nn.Module, adapter_name: str | None = None) -> None:
+    """Move the schedule to its end (schedule factor t = 1) if it is not there yet. A learned t keeps its trained
+    value, and t_mode="constant" keeps t_constant: both are part of the trained adapter."""
+    for state in _selected(model, adapter_name):
+        assert state.step is not None
+        with torch.no_grad():
+            state.step.clamp_(min=state.ramp_steps)
+
+
+def homotopy_step(model: nn.Module, adapter_name: str | None = None) -> int:
+    """The saved step counter of one adapter (default: the active one)."""
+    return int(_selected(model, adapter_name)[0].step.item())  # type: ignore[union-attr]
+
+
+def current_t(model: nn.Module, adapter_name: str | None = None) -> dict[str, float]:
+    """For logging: ``{"step": s, "t[i->j]": t_ij, ...}`` of one adapter (default: the active one)."""
+    state = _selected(model, adapter_name)[0]
+    assert state.step is not None
+    out: dict[str, float] = {"step": float(state.step.item())}
+    with torch.no_grad():
+        for pair in state.pairs:
+            t = state.t(pair)
+            out[f"t[{pair[0]}->{pair[1]}]"] = float(t) if isinstance(t, float) else float(t.detach().cpu())
+    return out
+
+
+def attach_homotopy_schedule(optimizer: torch.optim.Optimizer, model: nn.Module, adapter_name: str | None = None,
+                             steps_per_call: int = 1) -> Any:
+    """Advance the adapter's step after every ``optimizer.step()`` (``register_step_post_hook``).
+
+    The adapter is fixed when attaching (default: the active one). A step skipped by an AMP ``GradScaler`` (inf or
+    NaN gradients) does not call ``optimizer.step`` and so does not advance t. Returns the hook handle
+    (``handle.remove()`` detaches it)."""
+    names = [state.adapter_name for state in _selected(model, adapter_name)]
+
+    def hook(opt: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None:
+        for name in names:
+            advance_homotopy(model, steps_per_call, adapter_name=name)
+
+    return optimizer.register_step_post_hook(hook)

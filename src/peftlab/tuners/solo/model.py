@@ -1,0 +1,118 @@
+"""Solo Connection tuner: wrap each block that is a skip's source or destination in a :class:`SoloBlock`.
+
+Blocks are found through the layout (``layout.blocks()``, ``layout.block_path(i)``) and the width through
+``layout.shape.hidden_size``; nothing depends on the model's name. The embeddings source (i = -1) is the input of
+block 0, which is the embedding output in every supported family (GPT-2: after ``drop``; Llama: ``embed_tokens``;
+BERT: ``embeddings``) and stays correct when a caller passes ``inputs_embeds``.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from ...errors import ConfigError
+from ...layout import ResolvedLayout
+from ...registry import register_method
+from ..base import Tuner, replace_module
+from .config import SoloConnectionConfig
+from .layer import Pair, SoloBlock, SoloMap, SoloSite, SoloState, pair_key
+
+SHARED_KEY = "shared"
+
+
+def _device_of(module: nn.Module) -> torch.device | None:
+    for param in module.parameters():
+        return param.device
+    return None
+
+
+@register_method
+class SoloTuner(Tuner):
+    config_cls = SoloConnectionConfig
+    mergeable = False  # the skips read other blocks' outputs: no weight of any single module can absorb them
+
+    @classmethod
+    def inject(cls, model: nn.Module, config: SoloConnectionConfig, adapter_name: str, layout: ResolvedLayout,
+               trainable: bool) -> None:
+        n_blocks = layout.n_blocks
+        d = layout.shape.hidden_size
+        if config.rank is not None and config.rank > d:
+            raise ConfigError(f"SoloConnectionConfig.rank: must be in [1, {d}] for this model (hidden_size {d}), "
+                              f"got {config.rank}; use rank=None for a full {d}x{d} map")
+        pairs = config.resolve_pairs(n_blocks)
+        state = SoloState(adapter_name, pairs, config)
+        blocks = layout.blocks()
+        sites: dict[int, SoloSite] = {}
+        for index in state.wrapped_blocks:
+            module = blocks[index]
+            layer = module if isinstance(module, SoloBlock) else SoloBlock(module, index)
+            if layer is not module:
+                replace_module(model, layout.block_path(index), layer)
+            sites[index] = layer.add_adapter(adapter_name, state)
+        devices = {index: _device_of(blocks[index]) for index in sites}
+        cls._build_parameters(config, state, sites, devices, d, trainable)
+
+    @classmethod
+    def _build_parameters(cls, config: SoloConnectionConfig, state: SoloState, sites: dict[int, SoloSite],
+                          devices: dict[int, torch.device | None], d: int, trainable: bool) -> None:
+        """Create the maps, learned thetas and the step counter in their sites (on their block's device); give
+        ``state`` references to them. Per-pair tensors live at the destination, shared ones at the hub."""
+        hub = sites[state.hub]
+        init_up = config.resolved_init_up() if config.init_weights else "normal"
+        up_std = config.init_up_std if config.init_weights else 0.1
+
+        def new_map(block: int) -> SoloMap:
+            return SoloMap(d, config.rank, config.bias, init_up, up_std, device=devices[block])
+
+        if config.share_maps:
+            hub.maps[SHARED_KEY] = new_map(state.hub)
+            state.maps = {pair: hub.maps[SHARED_KEY] for pair in state.pairs}
+        else:
+            for i, j in state.pairs:
+                sites[j].maps[pair_key(i)] = new_map(j)
+                state.maps[(i, j)] = sites[j].maps[pair_key(i)]
+        if config.has_learned_t():
+            theta0 = config.resolved_theta_init()
+            if not config.init_weights:  # start at the homotopy's end: t = 1 (clamp) or ~1 (sigmoid)
+                theta0 = 1.0 if config.learned_t == "clamp" else 6.0
+
+            def new_theta(block: int) -> nn.Parameter:
+                return nn.Parameter(torch.full((), theta0, device=devices[block]))
+
+            if config.share_t:
+                hub.theta[SHARED_KEY] = new_theta(state.hub)
+                state.thetas = {pair: hub.theta[SHARED_KEY] for pair in state.pairs}
+            else:
+                for i, j in state.pairs:
+                    sites[j].theta[pair_key(i)] = new_theta(j)
+                    state.thetas[(i, j)] = sites[j].theta[pair_key(i)]
+        start = config.ramp_steps if (not config.init_weights and config.has_schedule()) else 0
+        state.step = hub.add_step_counter(devices[state.hub], start)
+        for site in sites.values():
+            for param in site.parameters():
+                if param.is_floating_point():
+                    param.requires_grad_(trainable)
+
+    @classmethod
+    def describe(cls, config: SoloConnectionConfig) -> str:
+        topology = config.topology if isinstance(config.topology, str) else f"{len(config.topology)} explicit pairs"
+        rank = "full-rank" if config.rank is None else f"r={config.rank}"
+        parts = [f"solo skip maps ({topology}{' +embeddings' if config.include_embeddings else ''}, {rank}"
+                 f"{', shared' if config.share_maps else ''}{', +bias' if config.bias else ''})"]
+        if config.has_learned_t():
+            parts.append(f"learned t ({'shared' if config.share_t else 'per pair'})")
+        parts.append(f"1 step counter (not trained); t={config.t_mode}")
+        return " + ".join(parts)
+
+
+def solo_states(model: nn.Module) -> dict[str, SoloState]:
+    """Every Solo adapter's state found in ``model`` (a PeftModel or the wrapped transformers model), by name."""
+    found: dict[str, SoloState] = {}
+    for module in model.modules():
+        if isinstance(module, SoloBlock):
+            for name, state in module.states.items():
+                found.setdefault(name, state)
+    return found
+
+
+__all__ = ["SoloTuner", "solo_states"]
