@@ -18,6 +18,7 @@ _CLI_MODULES = (
     "peftlab.metrics.cli",
     "peftlab.demo",
     "peftlab.describe",
+    "peftlab.train.cli",
 )
 
 

@@ -79,6 +79,10 @@ class PeftModel(nn.Module):
             self.model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
         else:
             self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+        if not kwargs.get("use_reentrant", True):
+            # transformers makes the embeddings require grad either way; non-reentrant checkpointing does not need
+            # it, and without it backward stops at the lowest trainable block (Solo's top-only skips stay cheap)
+            self.model.disable_input_require_grads()
 
     activation_checkpointing_enable = gradient_checkpointing_enable
 

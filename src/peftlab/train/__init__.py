@@ -1,4 +1,12 @@
-"""Training utilities (the full pipeline lives here as it grows: recipes, loop, checkpoints)."""
+"""Training: recipes, the accelerate loop, checkpoints, run folders (`peftlab train`)."""
 from .batching import CausalLMBatch, collate_causal_lm
+from .recipe import Recipe, recipe_from_dict
 
-__all__ = ["CausalLMBatch", "collate_causal_lm"]
+__all__ = ["CausalLMBatch", "Recipe", "collate_causal_lm", "recipe_from_dict", "train"]
+
+
+def train(recipe: Recipe, **kwargs):
+    """Run a recipe (see :func:`peftlab.train.loop.train`)."""
+    from .loop import train as _train
+
+    return _train(recipe, **kwargs)

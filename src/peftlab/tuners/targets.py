@@ -103,7 +103,7 @@ def resolve_targets(
         if unused:
             raise TargetModuleError(f"{field_name}: {unused} matched no module of {type(model).__name__}; "
                                     f"{_hint(model, layout)}")
-    return [targets[p] for p, _ in model.named_modules() if p in targets]
+    return list(targets.values())  # paths may run through another method's wrapper: never drop a match
 
 
 def _hint(model: nn.Module, layout: ResolvedLayout) -> str:

@@ -10,3 +10,12 @@ from .config import GatedPrefixConfig
 class GatedPrefixTuner(PrefixTuningTuner):
     config_cls = GatedPrefixConfig
     mergeable = False
+
+    @classmethod
+    def training_log(cls, peft_model, adapter_name: str) -> dict[str, object]:
+        """Gate values per layer and prefix token, (L, l) as nested lists (the paper's gate-trend analysis)."""
+        if peft_model.peft_config[adapter_name].gate == "none":
+            return {}
+        from .gate_log import gate_values
+
+        return {"gate": [[round(v, 5) for v in row] for row in gate_values(peft_model, adapter_name).tolist()]}

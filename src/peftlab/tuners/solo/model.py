@@ -104,6 +104,19 @@ class SoloTuner(Tuner):
         parts.append(f"1 step counter (not trained); t={config.t_mode}")
         return " + ".join(parts)
 
+    @classmethod
+    def on_optimizer_step(cls, peft_model, adapter_name: str) -> None:
+        """The training loop advances the homotopy once per optimizer step."""
+        from .homotopy import advance_homotopy
+
+        advance_homotopy(peft_model, 1, adapter_name)
+
+    @classmethod
+    def training_log(cls, peft_model, adapter_name: str) -> dict[str, object]:
+        from .homotopy import current_t
+
+        return {f"solo_{key}": value for key, value in current_t(peft_model, adapter_name).items()}
+
 
 def solo_states(model: nn.Module) -> dict[str, SoloState]:
     """Every Solo adapter's state found in ``model`` (a PeftModel or the wrapped transformers model), by name."""

@@ -1,0 +1,73 @@
+"""Decoding for E2E-style generation: once per unique input, batched by length, cut at the end of the line."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+
+def newline_token_ids(tokenizer) -> list[int]:
+    """Ids of vocabulary tokens that contain a line break (generation stops on them)."""
+    ids = []
+    for token, index in tokenizer.get_vocab().items():
+        text = tokenizer.convert_tokens_to_string([token])
+        if "\n" in text:
+            ids.append(index)
+    return ids
+
+
+_NEWLINE_CACHE: dict[int, list[int]] = {}
+
+
+def _newline_ids_cached(tokenizer) -> list[int]:
+    key = id(tokenizer)
+    if key not in _NEWLINE_CACHE:
+        _NEWLINE_CACHE[key] = newline_token_ids(tokenizer)
+    return _NEWLINE_CACHE[key]
+
+
+def cut_output(text: str) -> str:
+    """The first line of a generated text, stripped (the E2E convention: stop at EOS or a line break)."""
+    return text.split("\n", 1)[0].strip()
+
+
+@torch.no_grad()
+def generate_texts(model, tokenizer, prompts: Sequence[str], *, num_beams: int = 1, max_new_tokens: int = 64,
+                   no_repeat_ngram_size: int = 0, length_penalty: float = 1.0, batch_size: int = 32,
+                   stop_at_newline: bool = True, progress: bool = True) -> list[str]:
+    """Generate a continuation of every prompt (identical prompts are generated once), in input order."""
+    unique = list(dict.fromkeys(prompts))
+    order = sorted(range(len(unique)), key=lambda i: len(tokenizer(unique[i], add_special_tokens=False)["input_ids"]))
+    eos_ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    if stop_at_newline:
+        eos_ids += _newline_ids_cached(tokenizer)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    padding_side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    was_training = model.training
+    model.eval()
+    outputs: dict[str, str] = {}
+    try:
+        bar = tqdm(total=len(unique), desc="decode", unit="input", disable=not progress)
+        for start in range(0, len(order), batch_size):
+            batch_prompts = [unique[i] for i in order[start:start + batch_size]]
+            enc = tokenizer(batch_prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+            device = next(model.parameters()).device
+            enc = {k: v.to(device) for k, v in enc.items()}
+            kwargs = dict(max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=False,
+                          pad_token_id=pad_id, eos_token_id=eos_ids or None, length_penalty=length_penalty)
+            if stop_at_newline and eos_ids:  # an empty first line would end the output before it starts
+                kwargs["begin_suppress_tokens"] = eos_ids
+            if no_repeat_ngram_size:
+                kwargs["no_repeat_ngram_size"] = no_repeat_ngram_size
+            generated = model.generate(**enc, **kwargs)
+            new_tokens = generated[:, enc["input_ids"].shape[1]:]
+            for prompt, tokens in zip(batch_prompts, new_tokens):
+                outputs[prompt] = cut_output(tokenizer.decode(tokens, skip_special_tokens=True))
+            bar.update(len(batch_prompts))
+        bar.close()
+    finally:
+        tokenizer.padding_side = padding_side
+        model.train(was_training)
+    return [outputs[p] for p in prompts]

@@ -1,0 +1,87 @@
+"""Resumable training checkpoints, written atomically (temp folder + rename).
+
+``checkpoint/params.safetensors`` holds every trainable tensor (and the adapter's saved state) by name;
+``checkpoint/trainer_state.pt`` holds optimizer/scheduler state, RNG states, step and data position, and is read
+with ``torch.load(weights_only=True)`` (no arbitrary unpickling).
+"""
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+
+from ..errors import AdapterLoadError
+from ..io import write_safetensors
+
+
+def _checkpoint_params(peft_model) -> dict[str, torch.nn.Parameter]:
+    """Every trainable parameter plus the adapters' non-trainable saved state (e.g. Solo's step), once each,
+    under the module-tree name."""
+    wanted = {id(p) for p in peft_model.parameters() if p.requires_grad}
+    for name in peft_model.peft_config:
+        if not peft_model._tuner(name).modifies_base_weights:
+            wanted.update(id(p) for p in peft_model.adapter_parameters(name).values())
+    return {n: p for n, p in peft_model.named_parameters() if id(p) in wanted}
+
+
+def _checkpoint_tensors(peft_model) -> dict[str, torch.Tensor]:
+    return {n: p.detach() for n, p in _checkpoint_params(peft_model).items()}
+
+
+def save_checkpoint(directory: Path, peft_model, optimizer, scheduler, state: dict[str, Any]) -> None:
+    tmp = directory.with_name(directory.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    write_safetensors(_checkpoint_tensors(peft_model), tmp / "params.safetensors")
+    torch.save({
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "rng": {"torch": torch.get_rng_state(), "numpy": _numpy_state()},
+    }, tmp / "trainer_state.pt")
+    version, internal, gauss = random.getstate()
+    state = {**state, "python_rng": [version, list(internal), gauss]}
+    (tmp / "state.json").write_text(json.dumps(state) + "\n", encoding="utf-8")
+    old = directory.with_name(directory.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if directory.exists():
+        directory.rename(old)
+    tmp.rename(directory)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _numpy_state() -> list:
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached]
+
+
+def load_checkpoint(directory: Path, peft_model, optimizer, scheduler) -> dict[str, Any]:
+    """Restore a checkpoint; returns its state (step, epoch, batches done in the epoch, best score...)."""
+    try:
+        tensors = load_file(str(directory / "params.safetensors"))
+        trainer_state = torch.load(directory / "trainer_state.pt", weights_only=True)
+        state = json.loads((directory / "state.json").read_text(encoding="utf-8"))
+    except (OSError, RuntimeError, ValueError) as err:
+        raise AdapterLoadError(f"{directory}: unreadable checkpoint ({err})") from None
+    params = _checkpoint_params(peft_model)
+    missing = sorted(set(tensors) ^ set(params))
+    if missing:
+        raise AdapterLoadError(f"{directory}: checkpoint does not match this model/method (differing tensors: "
+                               f"{missing[:3]})")
+    with torch.no_grad():
+        for name, tensor in tensors.items():
+            params[name].copy_(tensor)
+    optimizer.load_state_dict(trainer_state["optimizer"])
+    scheduler.load_state_dict(trainer_state["scheduler"])
+    rng = trainer_state["rng"]
+    torch.set_rng_state(rng["torch"])
+    name, keys, pos, has_gauss, cached = rng["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    version, internal, gauss = state.pop("python_rng")
+    random.setstate((version, tuple(internal), gauss))
+    return state

@@ -1,0 +1,188 @@
+"""The training loop: accelerate (single process by default; `accelerate launch`/torchrun for DDP), dynamic
+padding, target-only loss, gradient accumulation, bf16 autocast, gradient checkpointing, periodic evaluation with
+best-step selection, JSONL metrics, and resumable atomic checkpoints."""
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from transformers import get_scheduler
+
+from ..errors import ConfigError, PeftlabError
+from ..model import get_peft_model
+from .checkpoint import load_checkpoint, save_checkpoint
+from .methods import build_method_config
+from .recipe import Recipe
+from .rundir import peak_memory_mb, prepare_run_dir, write_run_files
+from .tasks import make_task
+
+
+class NonFiniteLossError(PeftlabError, FloatingPointError):
+    """The loss became NaN/inf; the last good checkpoint is kept."""
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _steps_plan(recipe: Recipe, batches_per_epoch: int) -> int:
+    optim = recipe.optim
+    if optim.max_steps is not None:
+        return optim.max_steps
+    return max(1, math.ceil(optim.epochs * batches_per_epoch / optim.grad_accum))
+
+
+def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Run ``recipe``: train, select the best step, evaluate, and write the run folder. Returns metrics."""
+    from ..zoo import load_model, load_tokenizer
+
+    output_dir = prepare_run_dir(Path(recipe.run.output_dir), recipe, resume=resume, overwrite=overwrite)
+    seed_everything(recipe.run.seed)
+    accelerator = Accelerator(mixed_precision="bf16" if recipe.run.bf16 else "no",
+                              gradient_accumulation_steps=recipe.optim.grad_accum)
+    main = accelerator.is_main_process
+    task = make_task(recipe)
+    tokenizer = load_tokenizer(recipe.model.name)
+    load_kwargs = {"num_labels": task.num_labels} if recipe.task == "glue" else {}
+    model = load_model(recipe.model.name, task=task.model_task, dtype=recipe.model.dtype, **load_kwargs)
+    if getattr(model.config, "pad_token_id", None) is None and tokenizer.pad_token_id is not None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    peft_config = build_method_config(recipe.method, recipe.method_args, task.task_type)
+    peft_model = get_peft_model(model, peft_config)
+    if recipe.run.gradient_checkpointing:
+        peft_model.gradient_checkpointing_enable()
+    trainable, total = peft_model.get_nb_trainable_parameters()
+    if main:
+        print(peft_model.adapter_summary())
+
+    items = task.train_items()
+    generator = torch.Generator().manual_seed(recipe.run.seed)
+    loader = DataLoader(items, batch_size=recipe.optim.batch_size, shuffle=True, generator=generator,
+                        collate_fn=lambda chunk: task.collate(tokenizer, chunk), drop_last=False)
+    total_steps = _steps_plan(recipe, len(loader))
+    loss_module = task.loss_module(peft_model)
+    params = [p for p in peft_model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=recipe.optim.lr, weight_decay=recipe.optim.weight_decay,
+                                  betas=recipe.optim.betas)
+    scheduler = get_scheduler(recipe.optim.schedule, optimizer, num_warmup_steps=recipe.optim.warmup_steps,
+                              num_training_steps=total_steps)
+    loss_module, optimizer, loader, scheduler = accelerator.prepare(loss_module, optimizer, loader, scheduler)
+
+    ckpt_dir = output_dir / "checkpoint"
+    state = {"step": 0, "epoch": 0, "batches_done": 0, "best": None, "tokens": 0, "train_seconds": 0.0}
+    if resume and ckpt_dir.exists():
+        state = load_checkpoint(ckpt_dir, peft_model, optimizer, scheduler)
+        if main:
+            print(f"[train] resumed from {ckpt_dir} at step {state['step']}")
+    best_state = _adapter_snapshot(peft_model) if state["best"] is None else None
+    log_path = output_dir / "metrics.jsonl"
+    eval_every = recipe.run.eval_every or max(1, len(loader) // recipe.optim.grad_accum)
+    ckpt_every = recipe.run.checkpoint_every or eval_every
+
+    def log(record: dict[str, Any]) -> None:
+        if main:
+            with log_path.open("a", encoding="utf-8") as handle:
+                handle.write(json.dumps(record) + "\n")
+
+    def evaluate_and_checkpoint(step: int) -> None:
+        nonlocal best_state
+        scores = task.dev_score(accelerator.unwrap_model(loss_module), tokenizer)
+        improved = state["best"] is None or scores["selection"] > state["best"]["selection"]
+        if improved:
+            state["best"] = {**scores, "step": step}
+            best_state = _adapter_snapshot(peft_model)
+        log({"step": step, "eval": scores, "best_step": state["best"]["step"]})
+        if main and (step % ckpt_every == 0 or step == total_steps):
+            save_checkpoint(ckpt_dir, peft_model, optimizer, scheduler, state)
+
+    bar = tqdm(total=total_steps, initial=state["step"], desc="train", unit="step", disable=not (progress and main))
+    loss_module.train()
+    window_loss, window_micro, t_start = 0.0, 0, time.perf_counter()
+    while state["step"] < total_steps:
+        generator.manual_seed(recipe.run.seed + state["epoch"])  # the epoch's order, reproducible on resume
+        epoch_loader = accelerator.skip_first_batches(loader, state["batches_done"]) if state["batches_done"] else loader
+        for batch in epoch_loader:
+            with accelerator.accumulate(loss_module):
+                loss = loss_module(**batch)
+                if not torch.isfinite(loss):
+                    raise NonFiniteLossError(f"loss is {loss.item()} at step {state['step']}; the last good "
+                                             f"checkpoint is in {ckpt_dir} (lower optim.lr or check the data)")
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and recipe.optim.clip_grad_norm:
+                    accelerator.clip_grad_norm_(params, recipe.optim.clip_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            state["batches_done"] += 1
+            state["tokens"] += int(batch["attention_mask"].sum()) * accelerator.num_processes
+            window_loss += loss.item()
+            window_micro += 1
+            if not accelerator.sync_gradients:
+                continue
+            state["step"] += 1
+            for name in peft_model.peft_config:
+                peft_model._tuner(name).on_optimizer_step(peft_model, name)
+            bar.update(1)
+            elapsed = time.perf_counter() - t_start
+            if state["step"] % recipe.run.log_every == 0 or state["step"] == total_steps:
+                record = {"step": state["step"], "loss": window_loss / window_micro, "lr": scheduler.get_last_lr()[0],
+                          "tokens_per_second": state["tokens"] / max(state["train_seconds"] + elapsed, 1e-9)}
+                for name in peft_model.peft_config:
+                    record.update(peft_model._tuner(name).training_log(peft_model, name))
+                log(record)
+                bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{record['tokens_per_second']:.0f}")
+                window_loss, window_micro = 0.0, 0
+            if state["step"] % eval_every == 0 or state["step"] == total_steps:
+                state["train_seconds"] += time.perf_counter() - t_start
+                evaluate_and_checkpoint(state["step"])
+                t_start = time.perf_counter()
+            if state["step"] >= total_steps:
+                break
+        else:
+            state["epoch"] += 1
+            state["batches_done"] = 0
+    bar.close()
+
+    if best_state is not None:
+        _restore_adapter(peft_model, best_state)
+    accelerator.wait_for_everyone()
+    metrics: dict[str, Any] = {}
+    if main:
+        peft_model.save_pretrained(output_dir / "adapter")
+        metrics = task.final_eval(peft_model, tokenizer, output_dir, progress=progress)
+        metrics.update({
+            "method": recipe.method, "task": recipe.task if recipe.task == "e2e" else task.spec.name,
+            "trainable_params": trainable, "total_params": total, "steps": state["step"],
+            "best_step": state["best"]["step"] if state["best"] else None,
+            "best_dev": {k: v for k, v in (state["best"] or {}).items() if k not in ("selection", "step")},
+            "train_seconds": state["train_seconds"], "train_tokens": state["tokens"],
+            "tokens_per_second": state["tokens"] / max(state["train_seconds"], 1e-9),
+            "peak_memory_mb": peak_memory_mb(), "world_size": accelerator.num_processes,
+        })
+        write_run_files(output_dir, recipe, metrics, task.metadata)
+    return metrics
+
+
+def _adapter_snapshot(peft_model) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in peft_model.named_parameters() if p.requires_grad}
+
+
+def _restore_adapter(peft_model, snapshot: dict[str, torch.Tensor]) -> None:
+    params = dict(peft_model.named_parameters())
+    with torch.no_grad():
+        for name, tensor in snapshot.items():
+            params[name].copy_(tensor)
+
+
+__all__ = ["train", "NonFiniteLossError", "ConfigError"]

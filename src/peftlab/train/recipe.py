@@ -1,0 +1,200 @@
+"""Training recipes: typed dataclasses loaded from YAML (``recipes/<task>/<model>/<method>.yaml``) with
+``key=value`` overrides (``optim.lr=1e-3``, ``method_args.r=8``). Every field has an attribute docstring, which
+is the CLI help (``peftlab train --help-recipe``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from ..config import _coerce, field_docs
+from ..errors import ConfigError
+
+
+@dataclass
+class ModelArgs:
+    name: str = "smollm2-135m"
+    """Zoo name (`peftlab models list`), local folder, or hub id."""
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    """Dtype of the frozen base weights (adapters always train in fp32)."""
+
+
+@dataclass
+class DataArgs:
+    data_dir: str | None = None
+    """Folder holding e2e/ and glue/ (default: $PEFTLAB_DATA_DIR)."""
+    glue_task: str = "sst2"
+    """GLUE task for task=glue (cola, sst2, mrpc, rte, stsb, wnli, qnli)."""
+    train_limit: int | None = None
+    """Use only this many training examples (None: all)."""
+    eval_limit: int | None = None
+    """Evaluate on only this many dev/test inputs (unique MRs for E2E); None: all."""
+    subset: Literal["first", "random", "stratified"] = "first"
+    """How train_limit/eval_limit choose examples (with run.seed); recorded in the run's metadata."""
+    mr_format: str = "lora"
+    """E2E meaning-representation linearization (peftlab.data.linearize_mr): lora, raw, plain."""
+    max_length: int = 256
+    """Truncate training sequences to this many tokens."""
+
+
+@dataclass
+class OptimArgs:
+    lr: float = 2e-4
+    """Peak learning rate (AdamW)."""
+    weight_decay: float = 0.01
+    """AdamW weight decay."""
+    betas: tuple[float, float] = (0.9, 0.999)
+    """AdamW betas."""
+    schedule: Literal["linear", "constant", "cosine"] = "linear"
+    """Learning-rate schedule after warm-up."""
+    warmup_steps: int = 0
+    """Linear warm-up steps."""
+    epochs: float = 1.0
+    """Passes over the training data (ignored when max_steps is set)."""
+    max_steps: int | None = None
+    """Stop after this many optimizer steps."""
+    batch_size: int = 8
+    """Examples per optimizer step and process (before gradient accumulation)."""
+    grad_accum: int = 1
+    """Micro-batches accumulated per optimizer step."""
+    label_smoothing: float = 0.0
+    """Label smoothing on target tokens (the LoRA paper's E2E recipe uses 0.1)."""
+    clip_grad_norm: float | None = None
+    """Clip the gradient norm (None: no clipping, as in the LoRA recipe)."""
+
+
+@dataclass
+class DecodeArgs:
+    num_beams: int = 1
+    """Beam width (1: greedy)."""
+    max_new_tokens: int = 64
+    """Longest generated text."""
+    no_repeat_ngram_size: int = 0
+    """Forbid repeating n-grams of this size (0: off; the LoRA recipe uses 4)."""
+    length_penalty: float = 1.0
+    """Beam-search length penalty (LoRA paper 0.9, its repo 0.8)."""
+    batch_size: int = 32
+    """Inputs decoded together."""
+
+
+@dataclass
+class RunArgs:
+    output_dir: str = "runs/run"
+    """Run folder: metrics.json, predictions, adapter/, config.yaml, checkpoint/."""
+    seed: int = 0
+    """Seed for initialisation, data order and subsets."""
+    bf16: bool = False
+    """bf16 autocast for the frozen base (adapter weights stay fp32)."""
+    gradient_checkpointing: bool = False
+    """Recompute block activations in backward (less memory, more time)."""
+    eval_every: int | None = None
+    """Evaluate every N optimizer steps (None: once per epoch and at the end)."""
+    log_every: int = 10
+    """Log loss and throughput every N optimizer steps."""
+    checkpoint_every: int | None = None
+    """Write a resumable checkpoint every N steps (None: at each evaluation and at the end)."""
+
+
+@dataclass
+class Recipe:
+    task: Literal["e2e", "glue"] = "e2e"
+    """The task: E2E NLG (causal LM) or a GLUE task (sequence classification)."""
+    method: str = "lora"
+    """PEFT method (peftlab train --list-methods)."""
+    method_args: dict[str, Any] = field(default_factory=dict)
+    """Fields of the method's config (peftlab methods <name>)."""
+    model: ModelArgs = field(default_factory=ModelArgs)
+    data: DataArgs = field(default_factory=DataArgs)
+    optim: OptimArgs = field(default_factory=OptimArgs)
+    decode: DecodeArgs = field(default_factory=DecodeArgs)
+    run: RunArgs = field(default_factory=RunArgs)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(dataclasses.asdict(self))
+
+
+SECTIONS = {"model": ModelArgs, "data": DataArgs, "optim": OptimArgs, "decode": DecodeArgs, "run": RunArgs}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _suggest(key: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(key, choices, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else f" (valid: {', '.join(sorted(choices))})"
+
+
+def _build(cls: type, data: dict[str, Any], where: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        if key not in names:
+            raise ConfigError(f"{where}: unknown key {key!r}{_suggest(key, names)}")
+        if key in SECTIONS and cls is Recipe:
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}.{key}: expected a mapping of {SECTIONS[key].__name__} fields")
+            kwargs[key] = _build(SECTIONS[key], value, f"{where}.{key}")
+        else:
+            kwargs[key] = _coerce(value, hints[key], f"{where}.{key}")
+    return cls(**kwargs)
+
+
+def recipe_from_dict(data: dict[str, Any], source: str = "recipe") -> Recipe:
+    return _build(Recipe, data or {}, source)
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """``["optim.lr=1e-3", "method_args.r=8"]`` applied to a recipe dict (values parsed as YAML scalars)."""
+    data = _plain(data)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r}: expected KEY=VALUE, e.g. optim.lr=1e-3")
+        key, raw = item.split("=", 1)
+        value = yaml.safe_load(raw) if raw.strip() else None
+        parts = key.strip().split(".")
+        node = data
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {part!r} is not a section")
+        node[parts[-1]] = value
+    return data
+
+
+def load_recipe_dict(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: recipe file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a recipe is a YAML mapping")
+    return data
+
+
+def recipe_help() -> str:
+    """Every recipe key with its default and help text (from the dataclasses)."""
+    lines = []
+    for section, cls in [("", Recipe)] + list(SECTIONS.items()):
+        docs = field_docs(cls)
+        for f in dataclasses.fields(cls):
+            if section == "" and f.name in SECTIONS:
+                continue
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            key = f"{section}.{f.name}" if section else f.name
+            lines.append(f"  {key} = {default!r}\n      {docs.get(f.name, '')}")
+    return "\n".join(lines)

@@ -1,0 +1,84 @@
+"""Run folders: refuse to mix runs, and record what reproduces one (resolved config, versions, git, seed)."""
+from __future__ import annotations
+
+import json
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from ..errors import ConfigError
+from .recipe import Recipe
+
+
+def prepare_run_dir(output_dir: Path, recipe: Recipe, *, resume: bool, overwrite: bool) -> Path:
+    """Create ``output_dir``; an existing run there is an error unless resuming the same recipe or overwriting."""
+    config_path = output_dir / "config.yaml"
+    if config_path.exists():
+        if overwrite:
+            shutil.rmtree(output_dir)
+        elif not resume:
+            raise ConfigError(f"{output_dir} already holds a run; pass --resume to continue it or --overwrite to "
+                              "replace it, or choose another --output-dir")
+        else:
+            previous = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+            current = _comparable(recipe.to_dict())
+            if _comparable(previous) != current:
+                raise ConfigError(f"{output_dir}: --resume with a different recipe than the run there "
+                                  f"({config_path}); use a new --output-dir")
+    elif output_dir.exists() and any(output_dir.iterdir()) and not overwrite:
+        raise ConfigError(f"{output_dir} exists and is not a peftlab run folder; choose another --output-dir")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    if not config_path.exists():
+        config_path.write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False), encoding="utf-8")
+    return output_dir
+
+
+def _comparable(data: dict[str, Any]) -> dict[str, Any]:
+    """The recipe without fields that may change between a run and its resumption."""
+    data = json.loads(json.dumps(data))
+    data.get("run", {}).pop("output_dir", None)
+    return data
+
+
+def peak_memory_mb() -> float:
+    """Peak memory of this process: CUDA max allocated when on GPU, else the peak resident set size."""
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss_kb / 1024 if sys.platform != "darwin" else rss_kb / 2**20
+
+
+def git_revision() -> str | None:
+    try:
+        root = Path(__file__).resolve().parents[3]
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=10)
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return out.stdout.strip() + ("+dirty" if dirty else "") if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def versions() -> dict[str, str]:
+    import accelerate
+    import transformers
+
+    from .. import __version__
+
+    return {"peftlab": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+            "accelerate": accelerate.__version__, "python": platform.python_version()}
+
+
+def write_run_files(output_dir: Path, recipe: Recipe, metrics: dict[str, Any], data_meta: dict[str, Any]) -> None:
+    (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    meta = {"versions": versions(), "git_revision": git_revision(), "seed": recipe.run.seed, "data": data_meta,
+            "command": sys.argv}
+    (output_dir / "meta.json").write_text(json.dumps(meta, indent=2, default=str) + "\n", encoding="utf-8")

@@ -1,0 +1,183 @@
+"""Tasks for the training loop: E2E NLG (causal LM, loss on the text only) and GLUE (sequence classification).
+
+A task owns its data, its batches, its loss module (what the accelerator wraps, so DDP sees one forward) and its
+evaluation.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..data import SubsetSpec, linearize_mr, load_e2e, load_glue
+from ..generate import generate_texts
+from ..layout import get_layout
+from .batching import IGNORE_INDEX, collate_causal_lm
+from .recipe import Recipe
+
+
+class TargetOnlyCausalLMLoss(nn.Module):
+    """Mean (label-smoothed) cross-entropy over target tokens, computing LM-head logits only at those positions
+    (no [batch, seq, vocab] tensor for the prompt part)."""
+
+    def __init__(self, peft_model: nn.Module, label_smoothing: float = 0.0) -> None:
+        super().__init__()
+        self.peft_model = peft_model
+        self.label_smoothing = label_smoothing
+        hf_model = peft_model.model
+        self._body_path = get_layout(hf_model).body_prefix
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        hf_model = self.peft_model.model
+        body = hf_model.get_submodule(self._body_path) if self._body_path else hf_model
+        hidden = body(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+        targets = labels[:, 1:]  # position t predicts token t+1
+        keep = targets != IGNORE_INDEX  # (B, T-1)
+        selected = hidden[:, :-1][keep]  # (N_target, d)
+        logits = hf_model.get_output_embeddings()(selected)  # (N_target, vocab)
+        return F.cross_entropy(logits.float(), targets[keep], label_smoothing=self.label_smoothing)
+
+
+class ModelLoss(nn.Module):
+    """The model's own loss (sequence classification: cross-entropy, or MSE for regression)."""
+
+    def __init__(self, peft_model: nn.Module) -> None:
+        super().__init__()
+        self.peft_model = peft_model
+
+    def forward(self, **batch: torch.Tensor) -> torch.Tensor:
+        return self.peft_model(**batch).loss
+
+
+def _subset(limit: int | None, strategy: str, seed: int) -> SubsetSpec | None:
+    return None if limit is None else SubsetSpec(limit, strategy, seed)
+
+
+@dataclass
+class E2ETask:
+    recipe: Recipe
+    task_type: str = "CAUSAL_LM"
+    model_task: str = "causal-lm"
+
+    def __post_init__(self) -> None:
+        data = self.recipe.data
+        seed = self.recipe.run.seed
+        train = load_e2e("train", data.data_dir, subset=_subset(data.train_limit, data.subset, seed))
+        self.train_pairs = [(self.prompt(r.mr), " " + r.ref) for r in train.records]
+        dev = load_e2e("dev", data.data_dir)
+        self.dev_pairs = [(self.prompt(r.mr), " " + r.ref) for r in dev.records][:256]
+        self.test = load_e2e("test", data.data_dir, subset=_subset(data.eval_limit, "first", seed))
+        self.metadata = {"train": train.metadata(), "test": self.test.metadata()}
+
+    def prompt(self, mr: str) -> str:
+        return linearize_mr(mr, self.recipe.data.mr_format) + " ||"
+
+    def train_items(self) -> list[Any]:
+        return self.train_pairs
+
+    def collate(self, tokenizer, items) -> dict[str, torch.Tensor]:
+        batch = collate_causal_lm(tokenizer, [p for p, _ in items], [t for _, t in items],
+                                  max_length=self.recipe.data.max_length)
+        return batch.as_model_inputs()
+
+    def loss_module(self, peft_model) -> nn.Module:
+        return TargetOnlyCausalLMLoss(peft_model, self.recipe.optim.label_smoothing)
+
+    @torch.no_grad()
+    def dev_score(self, loss_module, tokenizer) -> dict[str, float]:
+        """Held-out loss on dev pairs (cheap; drives best-step selection). Lower is better."""
+        loss_module.eval()
+        total, count = 0.0, 0
+        for i in range(0, len(self.dev_pairs), 16):
+            batch = self.collate(tokenizer, self.dev_pairs[i:i + 16])
+            n = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+            total += loss_module(**batch).item() * n
+            count += n
+        loss_module.train()
+        return {"dev_loss": total / count, "selection": -total / count}
+
+    def final_eval(self, peft_model, tokenizer, output_dir, progress: bool = True) -> dict[str, Any]:
+        from ..metrics.e2e import score_e2e
+
+        decode = self.recipe.decode
+        prompts = [self.prompt(inst.mr) for inst in self.test.instances]
+        predictions = generate_texts(peft_model, tokenizer, prompts, num_beams=decode.num_beams,
+                                     max_new_tokens=decode.max_new_tokens, batch_size=decode.batch_size,
+                                     no_repeat_ngram_size=decode.no_repeat_ngram_size,
+                                     length_penalty=decode.length_penalty, progress=progress)
+        (output_dir / "predictions.txt").write_text("\n".join(predictions) + "\n", encoding="utf-8")
+        scores = score_e2e(predictions, [inst.refs for inst in self.test.instances])
+        return scores.as_dict()
+
+
+@dataclass
+class GlueTrainTask:
+    recipe: Recipe
+    task_type: str = "SEQ_CLS"
+    model_task: str = "sequence-classification"
+
+    def __post_init__(self) -> None:
+        data = self.recipe.data
+        seed = self.recipe.run.seed
+        self.train = load_glue(data.glue_task, "train", data.data_dir,
+                               subset=_subset(data.train_limit, data.subset, seed))
+        self.dev = load_glue(data.glue_task, "dev", data.data_dir,
+                             subset=_subset(data.eval_limit, data.subset, seed))
+        self.spec = self.train.task
+        self.num_labels = self.spec.num_labels
+        self.metadata = {"train": self.train.metadata(), "dev": self.dev.metadata()}
+
+    def train_items(self) -> list[Any]:
+        return self.train.examples
+
+    def collate(self, tokenizer, items) -> dict[str, torch.Tensor]:
+        first = [e.text_a for e in items]
+        second = [e.text_b for e in items] if items and items[0].text_b is not None else None
+        enc = tokenizer(first, second, padding=True, truncation=True, max_length=self.recipe.data.max_length,
+                        return_tensors="pt")
+        dtype = torch.float if self.spec.task_type == "regression" else torch.long
+        enc = dict(enc)
+        enc["labels"] = torch.tensor([e.label for e in items], dtype=dtype)
+        return enc
+
+    def loss_module(self, peft_model) -> nn.Module:
+        return ModelLoss(peft_model)
+
+    @torch.no_grad()
+    def predict(self, model, tokenizer) -> list[float]:
+        model.eval()
+        predictions: list[float] = []
+        for i in range(0, len(self.dev.examples), 64):
+            batch = self.collate(tokenizer, self.dev.examples[i:i + 64])
+            batch.pop("labels")
+            logits = model(**batch).logits
+            if self.spec.task_type == "regression":
+                predictions.extend(logits[:, 0].tolist())
+            else:
+                predictions.extend(logits.argmax(-1).tolist())
+        return predictions
+
+    def _metrics(self, predictions) -> dict[str, float]:
+        from ..metrics.glue import glue_metrics
+
+        return glue_metrics(self.spec, predictions, [e.label for e in self.dev.examples])
+
+    def dev_score(self, loss_module, tokenizer) -> dict[str, float]:
+        loss_module.eval()
+        metrics = self._metrics(self.predict(loss_module.peft_model, tokenizer))
+        loss_module.train()
+        return {**metrics, "selection": metrics[self.spec.metrics[0]]}
+
+    def final_eval(self, peft_model, tokenizer, output_dir, progress: bool = True) -> dict[str, Any]:
+        predictions = self.predict(peft_model, tokenizer)
+        lines = [f"{p:.6f}" if self.spec.task_type == "regression" else self.spec.label_names[int(p)]
+                 for p in predictions]
+        (output_dir / "predictions.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        return self._metrics(predictions)
+
+
+def make_task(recipe: Recipe):
+    return E2ETask(recipe) if recipe.task == "e2e" else GlueTrainTask(recipe)
