@@ -235,3 +235,18 @@ def test_several_adapters(case, arch):
         model.delete_adapter("other")
         assert not any(True for _ in _adapter_layers(model))
         torch.testing.assert_close(model_output(model, batch), base_logits(arch, batch), atol=0, rtol=0)
+
+
+@matrix
+@archs
+def test_module_moves_and_copies(case, arch):
+    import copy
+
+    model, _ = build(case, arch, init=False)
+    batch = make_batch(arch)
+    model.eval()
+    with torch.no_grad():
+        expected = model_output(model, batch)
+        moved = model.to(torch.device("cpu")).float()  # what accelerate/DDP do: nn.Module._apply must work
+        torch.testing.assert_close(model_output(moved, batch), expected, atol=0, rtol=0)
+        torch.testing.assert_close(model_output(copy.deepcopy(model), batch), expected, atol=0, rtol=0)

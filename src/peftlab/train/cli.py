@@ -30,7 +30,7 @@ def resolve_recipe(args: argparse.Namespace):
     shortcuts = [("task", args.task), ("method", args.method), ("model.name", args.model),
                  ("data.glue_task", args.glue_task), ("optim.max_steps", args.max_steps),
                  ("data.eval_limit", args.eval_limit), ("data.train_limit", args.train_limit),
-                 ("run.output_dir", args.output_dir), ("run.seed", args.seed)]
+                 ("run.output_dir", args.output_dir), ("run.seed", args.seed), ("data.data_dir", args.data_dir)]
     overrides = [f"{key}={value}" for key, value in shortcuts if value is not None]
     if args.bf16:
         overrides.append("run.bf16=true")
@@ -77,6 +77,7 @@ def register_cli(subparsers) -> None:
     parser.add_argument("--eval-limit", type=int, help="evaluate on only this many inputs")
     parser.add_argument("--train-limit", type=int, help="train on only this many examples")
     parser.add_argument("--output-dir", help="run folder")
+    parser.add_argument("--data-dir", help="folder holding e2e/ and glue/ (default: $PEFTLAB_DATA_DIR)")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast")
     parser.add_argument("--resume", action="store_true", help="continue the run in --output-dir")

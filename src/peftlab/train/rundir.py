@@ -35,8 +35,7 @@ def prepare_run_dir(output_dir: Path, recipe: Recipe, *, resume: bool, overwrite
     elif output_dir.exists() and any(output_dir.iterdir()) and not overwrite:
         raise ConfigError(f"{output_dir} exists and is not a peftlab run folder; choose another --output-dir")
     output_dir.mkdir(parents=True, exist_ok=True)
-    if not config_path.exists():
-        config_path.write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False), encoding="utf-8")
+    config_path.write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False), encoding="utf-8")
     return output_dir
 
 
@@ -44,6 +43,8 @@ def _comparable(data: dict[str, Any]) -> dict[str, Any]:
     """The recipe without fields that may change between a run and its resumption."""
     data = json.loads(json.dumps(data))
     data.get("run", {}).pop("output_dir", None)
+    for key in ("max_steps", "epochs"):  # a resumed run may be extended
+        data.get("optim", {}).pop(key, None)
     return data
 
 

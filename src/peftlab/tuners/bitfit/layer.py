@@ -41,7 +41,7 @@ class BitFitLayer(AdapterLayer):
             result = result + self.bitfit_bias[name].to(result.dtype)
         return result
 
-    def _apply(self, delta: torch.Tensor, sign: float) -> None:
+    def _shift_bias(self, delta: torch.Tensor, sign: float) -> None:
         base = self.base_layer
         with torch.no_grad():
             if getattr(base, "bias", None) is None:
@@ -52,12 +52,12 @@ class BitFitLayer(AdapterLayer):
     def merge(self, adapter_names: list[str]) -> None:
         for name in adapter_names:
             if name in self.bitfit_bias and name not in self.merged_adapters:
-                self._apply(self.bitfit_bias[name], +1.0)
+                self._shift_bias(self.bitfit_bias[name], +1.0)
                 self.merged_adapters.append(name)
 
     def unmerge(self) -> None:
         while self.merged_adapters:
-            self._apply(self.bitfit_bias[self.merged_adapters.pop()], -1.0)
+            self._shift_bias(self.bitfit_bias[self.merged_adapters.pop()], -1.0)
         if self._created_bias:
             self.base_layer.bias = None
             self._created_bias = False

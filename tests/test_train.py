@@ -1,0 +1,126 @@
+"""`peftlab train`: recipes, overrides, the quick contract on the real offline models, resume, bad input."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from peftlab import ConfigError, PeftModel
+from peftlab.cli import main
+from peftlab.train.methods import available_methods
+from peftlab.train.recipe import apply_overrides, recipe_from_dict
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+E2E_KEYS = {"BLEU", "NIST", "METEOR", "ROUGE_L", "CIDEr"}
+
+
+def test_every_shipped_recipe_parses_and_builds_its_config():
+    from peftlab.train.methods import build_method_config
+
+    paths = sorted(RECIPES.glob("*/*/*.yaml"))
+    assert len(paths) >= 25
+    import yaml
+
+    for path in paths:
+        recipe = recipe_from_dict(yaml.safe_load(path.read_text()), source=str(path))
+        assert path.parent.parent.name == recipe.task
+        build_method_config(recipe.method, recipe.method_args, "CAUSAL_LM")
+    for task, model in (("e2e", "smollm2-135m"), ("glue", "minilm-l6")):
+        shipped = {p.stem for p in (RECIPES / task / model).glob("*.yaml")}
+        assert set(available_methods()) <= shipped
+
+
+def test_overrides_and_their_errors():
+    data = apply_overrides({"task": "e2e"}, ["optim.lr=1e-3", "method_args.r=8", "run.bf16=true"])
+    recipe = recipe_from_dict(data)
+    assert recipe.optim.lr == 1e-3 and recipe.method_args == {"r": 8} and recipe.run.bf16 is True
+    with pytest.raises(ConfigError, match=r"optim.*'lr'"):
+        recipe_from_dict(apply_overrides({}, ["optim.lrr=1e-3"]))  # suggests the closest key
+    with pytest.raises(ConfigError, match=r"optim\.batch_size.*integer"):
+        recipe_from_dict(apply_overrides({}, ["optim.batch_size=big"]))
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        apply_overrides({}, ["optim.lr"])
+
+
+def test_unknown_method_lists_valid_ones(tmp_path, shared_data, capsys):
+    code = main(["train", "e2e", "--method", "lorra", "--max-steps", "1", "--output-dir", str(tmp_path / "r"),
+                 "--data-dir", str(shared_data)])
+    assert code == 1
+    assert "lorra" in capsys.readouterr().err
+
+
+def _check_run(run: Path, keys: set[str]) -> dict:
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert keys <= set(metrics)
+    assert {"trainable_params", "train_seconds", "tokens_per_second", "peak_memory_mb"} <= set(metrics)
+    assert metrics["trainable_params"] > 0 and metrics["tokens_per_second"] > 0
+    assert (run / "predictions.txt").is_file() and (run / "config.yaml").is_file()
+    meta = json.loads((run / "meta.json").read_text())
+    assert meta["seed"] == 0 and meta["versions"]["torch"].startswith("2.13")
+    assert "git_revision" in meta
+    log = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert any("loss" in record for record in log)
+    return metrics
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["lora", "solo", "prefix", "gated-prefix", "kernel-mix", "houlsby", "bitfit"])
+def test_quick_contract_e2e(method, tmp_path, shared_data):
+    run = tmp_path / method
+    code = main(["train", "e2e", "--model", "smollm2-135m", "--method", method, "--max-steps", "2",
+                 "--eval-limit", "4", "--output-dir", str(run), "--data-dir", str(shared_data), "--no-progress"])
+    assert code == 0
+    metrics = _check_run(run, E2E_KEYS)
+    assert all(isinstance(metrics[k], float) for k in E2E_KEYS)  # METEOR included (Java is set up)
+    assert len((run / "predictions.txt").read_text().splitlines()) == 4
+    from peftlab.zoo import load_model
+
+    loaded = PeftModel.from_pretrained(load_model("smollm2-135m"), run / "adapter")
+    assert loaded.get_nb_trainable_parameters()[0] == 0  # loaded frozen, for inference
+
+
+@pytest.mark.slow
+def test_quick_contract_glue_and_resume(tmp_path, shared_data):
+    common = ["--model", "minilm-l6", "--method", "lora", "--task", "sst2", "--train-limit", "64",
+              "--eval-limit", "32", "--data-dir", str(shared_data), "--no-progress", "optim.batch_size=8",
+              "optim.warmup_steps=0", "optim.lr=1e-3", "optim.schedule=constant", "run.eval_every=2"]
+    full = tmp_path / "full"
+    assert main(["train", "glue", *common, "--max-steps", "4", "--output-dir", str(full)]) == 0
+    metrics = _check_run(full, {"accuracy"})
+    assert 0.0 <= metrics["accuracy"] <= 1.0
+    # refuse to mix runs
+    with pytest.raises(ConfigError, match="--resume"):
+        main_raises(["train", "glue", *common, "--max-steps", "4", "--output-dir", str(full)])
+    # interrupted after 2 steps, then resumed to 4: same trained adapter as the uninterrupted run
+    part = tmp_path / "part"
+    assert main(["train", "glue", *common, "--max-steps", "2", "--output-dir", str(part)]) == 0
+    assert main(["train", "glue", *common, "--max-steps", "4", "--output-dir", str(part), "--resume"]) == 0
+    final_full = load_file(str(full / "checkpoint" / "params.safetensors"))
+    final_part = load_file(str(part / "checkpoint" / "params.safetensors"))
+    assert final_full.keys() == final_part.keys()
+    for key in final_full:
+        torch.testing.assert_close(final_part[key], final_full[key], atol=1e-6, rtol=1e-5)
+
+
+def main_raises(argv):
+    """Run the CLI's train path but let the PeftlabError propagate (main() turns it into exit code 1)."""
+    from peftlab.cli import build_parser
+
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    args.overrides = list(args.overrides) + extra
+    return args.func(args)
+
+
+@pytest.mark.slow
+def test_nan_loss_stops_with_clear_error(tmp_path, shared_data):
+    from peftlab.train.loop import NonFiniteLossError
+
+    with pytest.raises(NonFiniteLossError, match="checkpoint"):
+        main_raises(["train", "glue", "--model", "minilm-l6", "--method", "lora", "--task", "sst2",
+                     "--train-limit", "32", "--eval-limit", "16", "--max-steps", "4", "--data-dir", str(shared_data),
+                     "--output-dir", str(tmp_path / "nan"), "--no-progress", "optim.lr=1e30", "optim.warmup_steps=0",
+                     "optim.batch_size=8"])
