@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import time
 from pathlib import Path
@@ -47,15 +48,24 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, prog
     """Run ``recipe``: train, select the best step, evaluate, and write the run folder. Returns metrics."""
     from ..zoo import load_model, load_tokenizer
 
-    output_dir = prepare_run_dir(Path(recipe.run.output_dir), recipe, resume=resume, overwrite=overwrite)
     seed_everything(recipe.run.seed)
-    accelerator = Accelerator(mixed_precision="bf16" if recipe.run.bf16 else "no",
+    # torchrun/accelerate launch on machines without a GPU: accelerate needs cpu=True to use gloo DDP
+    multi_cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    accelerator = Accelerator(mixed_precision="bf16" if recipe.run.bf16 else "no", cpu=multi_cpu,
                               gradient_accumulation_steps=recipe.optim.grad_accum)
     main = accelerator.is_main_process
+    output_dir = Path(recipe.run.output_dir)
+    if main:  # one process owns the run folder; the others wait (if it refuses, the launcher stops them)
+        prepare_run_dir(output_dir, recipe, resume=resume, overwrite=overwrite)
+    accelerator.wait_for_everyone()
     task = make_task(recipe)
     tokenizer = load_tokenizer(recipe.model.name)
     load_kwargs = {"num_labels": task.num_labels} if recipe.task == "glue" else {}
     model = load_model(recipe.model.name, task=task.model_task, dtype=recipe.model.dtype, **load_kwargs)
+    if recipe.model.disable_dropout:
+        for module in model.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.p = 0.0
     if getattr(model.config, "pad_token_id", None) is None and tokenizer.pad_token_id is not None:
         model.config.pad_token_id = tokenizer.pad_token_id
     peft_config = build_method_config(recipe.method, recipe.method_args, task.task_type)

@@ -39,6 +39,8 @@ class ModelArgs:
     """Zoo name (`peftlab models list`), local folder, or hub id."""
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     """Dtype of the frozen base weights (adapters always train in fp32)."""
+    disable_dropout: bool = False
+    """Set every dropout of the base model to 0 (deterministic runs; adapter dropout is the method's own knob)."""
 
 
 @dataclass
