@@ -113,9 +113,13 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, prog
             state["best"] = {**scores, "step": step}
             best_state = _adapter_snapshot(peft_model)
         log({"step": step, "eval": scores, "best_step": state["best"]["step"]})
-        if main and (step % ckpt_every == 0 or step == total_steps):
+        if main and step > 0 and (step % ckpt_every == 0 or step == total_steps):
             save_checkpoint(ckpt_dir, peft_model, optimizer, scheduler, state)
 
+    if state["step"] == 0:  # the starting point: logged, printed, and a candidate for the best step
+        evaluate_and_checkpoint(0)
+        if main:
+            print(f"[train] before training: {_format_scores(state['best'])}")
     bar = tqdm(total=total_steps, initial=state["step"], desc="train", unit="step", disable=not (progress and main))
     loss_module.train()
     window_loss, window_micro, t_start = 0.0, 0, time.perf_counter()
@@ -163,6 +167,8 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, prog
             state["epoch"] += 1
             state["batches_done"] = 0
     bar.close()
+    if main and state["best"]:
+        print(f"[train] best step {state['best']['step']}: {_format_scores(state['best'])}")
 
     if best_state is not None:
         _restore_adapter(peft_model, best_state)
@@ -182,6 +188,10 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, prog
         })
         write_run_files(output_dir, recipe, metrics, task.metadata)
     return metrics
+
+
+def _format_scores(scores: dict[str, Any]) -> str:
+    return "  ".join(f"{k}={v:.4f}" for k, v in scores.items() if k not in ("selection", "step"))
 
 
 def _adapter_snapshot(peft_model) -> dict[str, torch.Tensor]:

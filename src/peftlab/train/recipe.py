@@ -53,6 +53,8 @@ class DataArgs:
     """Use only this many training examples (None: all)."""
     eval_limit: int | None = None
     """Evaluate on only this many dev/test inputs (unique MRs for E2E); None: all."""
+    dev_limit: int | None = 128
+    """E2E: dev examples for the held-out loss that selects the best step (None: the whole dev set)."""
     subset: Literal["first", "random", "stratified"] = "first"
     """How train_limit/eval_limit choose examples (with run.seed); recorded in the run's metadata."""
     mr_format: str = "lora"

@@ -68,7 +68,7 @@ class E2ETask:
         train = load_e2e("train", data.data_dir, subset=_subset(data.train_limit, data.subset, seed))
         self.train_pairs = [(self.prompt(r.mr), " " + r.ref) for r in train.records]
         dev = load_e2e("dev", data.data_dir)
-        self.dev_pairs = [(self.prompt(r.mr), " " + r.ref) for r in dev.records][:256]
+        self.dev_pairs = [(self.prompt(r.mr), " " + r.ref) for r in dev.records][:data.dev_limit]
         self.test = load_e2e("test", data.data_dir, subset=_subset(data.eval_limit, "first", seed))
         self.metadata = {"train": train.metadata(), "test": self.test.metadata()}
 
