@@ -12,7 +12,7 @@ import json
 import types
 import typing
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Union
 

@@ -36,6 +36,26 @@ class ModuleTarget:
     out_slices: list[slice] = field(default_factory=list)
 
 
+def projection_shape(module: nn.Module) -> tuple[int, int]:
+    """(in_features, out_features) of a Linear or Conv1D, looking through adapter wrappers (``base_layer``)."""
+    while not isinstance(module, PROJECTION_TYPES) and hasattr(module, "base_layer"):
+        module = module.base_layer
+    if isinstance(module, Conv1D):
+        return module.weight.shape[0], module.weight.shape[1]  # Conv1D weight is (in, out)
+    return module.in_features, module.out_features
+
+
+def block_indices(layers_to_transform: list[int] | None, layout: ResolvedLayout,
+                  field_name: str = "layers_to_transform") -> list[int]:
+    """The block indices a config selects (all by default); TargetModuleError names out-of-range ones."""
+    if layers_to_transform is None:
+        return list(range(layout.n_blocks))
+    bad = [i for i in layers_to_transform if not 0 <= i < layout.n_blocks]
+    if bad:
+        raise TargetModuleError(f"{field_name}: block indices {bad} out of range 0..{layout.n_blocks - 1}")
+    return sorted(set(layers_to_transform))
+
+
 def _block_index(layout: ResolvedLayout, path: str) -> int | None:
     prefix = layout.body_path(layout.layout.blocks) + "."
     if not path.startswith(prefix):
@@ -53,11 +73,7 @@ def resolve_targets(
     field_name: str = "target_modules",
 ) -> list[ModuleTarget]:
     """The modules ``target_modules`` selects, in model order; :class:`TargetModuleError` if any name is unused."""
-    if layers_to_transform is not None:
-        bad = [i for i in layers_to_transform if not 0 <= i < layout.n_blocks]
-        if bad:
-            raise TargetModuleError(f"layers_to_transform: block indices {bad} out of range 0..{layout.n_blocks - 1}")
-    wanted_blocks = set(range(layout.n_blocks)) if layers_to_transform is None else set(layers_to_transform)
+    wanted_blocks = set(block_indices(layers_to_transform, layout))
     targets: dict[str, ModuleTarget] = {}
 
     def add(path: str, module: nn.Module, role: str | None, out_slice: slice | None) -> None:

@@ -14,21 +14,14 @@ import math
 import torch
 import torch.nn as nn
 from torch.func import functional_call
-from transformers.pytorch_utils import Conv1D
 
 from ..base import AdapterLayer
+from ..targets import projection_shape
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh,
                                            "identity": nn.Identity}
 
 
-def projection_shape(module: nn.Module) -> tuple[int, int]:
-    """(in_features, out_features) of a Linear or Conv1D, looking through wrappers (``base_layer``)."""
-    while not isinstance(module, (nn.Linear, Conv1D)) and hasattr(module, "base_layer"):
-        module = module.base_layer
-    if isinstance(module, Conv1D):
-        return module.weight.shape[0], module.weight.shape[1]  # Conv1D weight is (in, out)
-    return module.in_features, module.out_features
 
 
 class BottleneckAdapter(nn.Module):

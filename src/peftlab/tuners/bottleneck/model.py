@@ -20,6 +20,7 @@ from ...errors import TargetModuleError
 from ...layout import ResolvedLayout
 from ...registry import register_method
 from ..base import AdapterLayer, Tuner, replace_module
+from ..targets import block_indices
 from .config import BottleneckConfig
 from .layer import BottleneckAdapter, BottleneckLayer, InputCaptureLayer, NormDeltaLayer, projection_shape
 
@@ -40,13 +41,7 @@ def _wrap(model: nn.Module, path: str, layer_cls: type[AdapterLayer]) -> Adapter
 
 
 def _blocks(config: BottleneckConfig, layout: ResolvedLayout) -> list[int]:
-    if config.layers_to_transform is None:
-        return list(range(layout.n_blocks))
-    bad = [i for i in config.layers_to_transform if not 0 <= i < layout.n_blocks]
-    if bad:
-        raise TargetModuleError(f"BottleneckConfig.layers_to_transform: block indices {bad} out of range "
-                                f"0..{layout.n_blocks - 1}")
-    return sorted(set(config.layers_to_transform))
+    return block_indices(config.layers_to_transform, layout, "BottleneckConfig.layers_to_transform")
 
 
 @register_method

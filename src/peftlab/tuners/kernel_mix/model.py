@@ -14,6 +14,7 @@ from ...errors import TargetModuleError
 from ...layout import AttentionShape, ResolvedLayout
 from ...registry import register_method
 from ..base import AdapterLayer, Tuner, replace_module
+from ..targets import block_indices
 from .config import KernelMixConfig
 from .layer import KernelMixLayer, KernelMixPart, KeyStash, KPart, OPart, QPart, VPart
 
@@ -36,13 +37,7 @@ def _check_geometry(layout: ResolvedLayout) -> AttentionShape:
 
 
 def _blocks(config: KernelMixConfig, layout: ResolvedLayout) -> list[int]:
-    if config.layers_to_transform is None:
-        return list(range(layout.n_blocks))
-    bad = [i for i in config.layers_to_transform if not 0 <= i < layout.n_blocks]
-    if bad:
-        raise TargetModuleError(f"KernelMixConfig.layers_to_transform: block indices {bad} out of range "
-                                f"0..{layout.n_blocks - 1}")
-    return sorted(set(config.layers_to_transform))
+    return block_indices(config.layers_to_transform, layout, "KernelMixConfig.layers_to_transform")
 
 
 def _own_layer(module: nn.Module) -> KernelMixLayer | None:

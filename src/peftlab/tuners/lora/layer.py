@@ -14,13 +14,9 @@ import torch.nn as nn
 from transformers.pytorch_utils import Conv1D
 
 from ..base import AdapterLayer
+from ..targets import projection_shape
 
 
-def projection_shape(module: nn.Module) -> tuple[int, int]:
-    """(in_features, out_features) of a Linear or Conv1D."""
-    if isinstance(module, Conv1D):
-        return module.weight.shape[0], module.weight.shape[1]  # Conv1D weight is (in, out)
-    return module.in_features, module.out_features
 
 
 class LoraLayer(AdapterLayer):

@@ -15,7 +15,7 @@ from ...layout import ResolvedLayout
 from ...registry import register_method
 from ..base import Tuner, replace_module
 from .config import SoloConnectionConfig
-from .layer import Pair, SoloBlock, SoloMap, SoloSite, SoloState, pair_key
+from .layer import SoloBlock, SoloMap, SoloSite, SoloState, pair_key
 
 SHARED_KEY = "shared"
 
