@@ -19,6 +19,7 @@ _CLI_MODULES = (
     "peftlab.demo",
     "peftlab.describe",
     "peftlab.train.cli",
+    "peftlab.report",
 )
 
 
