@@ -132,7 +132,9 @@ def test_plots_are_valid_pngs_linked_from_the_report(report, name):
 
 
 def test_solo_and_gate_plots_only_when_such_runs_exist(runs, tmp_path):
-    out = write_report([runs[0], runs[1]], tmp_path / "lora-only")
+    write_report(runs, tmp_path / "lora-only")
+    assert (tmp_path / "lora-only" / "gates.png").is_file()
+    out = write_report([runs[0], runs[1]], tmp_path / "lora-only")  # same folder: the old gates.png goes
     assert (out.parent / "loss_curves.png").is_file() and (out.parent / "metric_vs_params.png").is_file()
     assert not (out.parent / "solo_t.png").exists() and not (out.parent / "gates.png").exists()
 
@@ -176,12 +178,16 @@ def test_seeds_of_different_recipes_are_flagged(tmp_path):
     assert "the runs differ in optim.lr besides the seed" in md
 
 
-def test_cli_and_parent_folder_expansion(runs, tmp_path, capsys):
+def test_cli_and_parent_folder_expansion(tmp_path, capsys):
+    parent = tmp_path / "runs"  # a folder holding run folders stands for them
+    for seed in (0, 1):
+        make_run(parent, f"lora-s{seed}", method="lora", seed=seed, metrics=e2e(0.5 + 0.1 * seed, 1.0))
+    make_run(parent, "bitfit-s0", method="bitfit", seed=0, metrics=e2e(0.4, 1.0))
     parser = argparse.ArgumentParser(prog="peftlab")
     register_cli(parser.add_subparsers(dest="command"))
-    parent = runs[0].parent  # holds every run folder of the fixture
     args = parser.parse_args(["report", str(parent), "--out", str(tmp_path / "cli")])
     assert args.func(args) == 0
     md = (tmp_path / "cli" / "report.md").read_text()
-    assert "8 run(s) in 5 group(s)" in md
+    assert "3 run(s) in 2 group(s)" in md
+    assert table_row(md, "E2E (test)", "lora")["BLEU"] == "0.5500 ± 0.0707"  # (0.5, 0.6): std 0.1 / sqrt(2)
     assert "report.md" in capsys.readouterr().out

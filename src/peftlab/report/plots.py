@@ -16,13 +16,16 @@ import matplotlib
 matplotlib.use("Agg")  # files only; never opens a window (must precede pyplot)
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter  # noqa: E402
 
 from .runs import Group, RunRecord  # noqa: E402
 
-__all__ = ["MAX_GATE_RUNS", "plot_gates", "plot_loss_curves", "plot_metric_vs_params", "plot_solo_t", "write_plots"]
+__all__ = ["MAX_GATE_RUNS", "PLOT_FILES", "plot_gates", "plot_loss_curves", "plot_metric_vs_params", "plot_solo_t", "write_plots"]
 
 MAX_GATE_RUNS = 6
 """At most this many gated-prefix runs get a row in the gate figure (the first ones, in report order)."""
+PLOT_FILES = ("metric_vs_params.png", "loss_curves.png", "solo_t.png", "gates.png")
+"""Every file name a report may write; one left from an earlier report in the same folder is removed."""
 _SOLO_KEY = re.compile(r"^solo_t\[(\d+)->(\d+)\]$")
 _LINESTYLES = ("-", "--", ":", "-.")
 _DPI = 110
@@ -50,6 +53,19 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
+def _compact(value: float, _pos: Any = None) -> str:
+    """A parameter count as ``950``, ``30k``, ``1.5M``, ``2B``."""
+    for scale, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= scale:
+            return f"{value / scale:.3g}{suffix}"
+    return f"{value:.3g}"
+
+
+def _integer_steps(ax: Any) -> None:
+    """Optimizer steps are whole numbers: no 1.5 ticks on short runs."""
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 def _by_task(groups: Sequence[Group]) -> dict[str, list[Group]]:
     out: dict[str, list[Group]] = {}
     for group in sorted(groups, key=lambda g: g.kind != "e2e"):
@@ -69,12 +85,17 @@ def plot_metric_vs_params(groups: Sequence[Group], out_dir: Path) -> Path | None
     fig, axes = _grid(len(tasks))
     for ax, (task, task_groups) in zip(axes, tasks.items()):
         metric = task_groups[0].metric_names[0]
+        xs = [g.stat("trainable_params").mean for g in task_groups]
         for group in task_groups:
             x, y = group.stat("trainable_params").mean, group.stat(metric)
             ax.errorbar([x], [y.mean], yerr=[y.std], fmt="o", color=colors[id(group)], capsize=4, markersize=6,
                         label=f"{group.label} ({group.model}, n={y.n})")
             ax.annotate(group.label, (x, y.mean), textcoords="offset points", xytext=(6, 4), fontsize=7)
         ax.set_xscale("log")
+        ax.set_xlim(min(xs) / 2, max(xs) * 2.5)  # room for the labels right of the points
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(FuncFormatter(_compact))  # 20k, 50k, 100k, 1.2M: readable in one decade too
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("trainable parameters")
         ax.set_ylabel(metric)
         ax.set_title(f"{task}: {metric} vs trainable parameters", fontsize=10)
@@ -102,6 +123,7 @@ def plot_loss_curves(groups: Sequence[Group], out_dir: Path) -> Path | None:
                         linestyle=_LINESTYLES[i % len(_LINESTYLES)], linewidth=1.4,
                         marker="." if len(records) < 30 else None, label=f"{group.label} seed {run.seed}")
         ax.set_xlabel("optimizer step")
+        _integer_steps(ax)
         ax.set_ylabel("training loss")
         ax.set_title(f"{task}: loss curves", fontsize=10)
         ax.grid(True, alpha=0.3)
@@ -139,6 +161,7 @@ def plot_solo_t(groups: Sequence[Group], out_dir: Path) -> Path | None:
             right.set_xticks(range(0, len(pairs), tick_every))
             right.set_xticklabels(pairs[::tick_every], rotation=45, ha="right", fontsize=7)
     left.set_xlabel("optimizer step")
+    _integer_steps(left)
     left.set_ylabel("t (mean over skip pairs; band: min-max)")
     left.set_title("Solo: t over training", fontsize=10)
     right.set_xlabel("skip pair (source->target layer)")
@@ -185,10 +208,13 @@ def plot_gates(groups: Sequence[Group], out_dir: Path) -> Path | None:
         for layer in range(n_layers):
             left.plot(steps, per_layer[:, layer], color=layer_cmap(layer / max(n_layers - 1, 1)), linewidth=1.1)
         norm = matplotlib.colors.Normalize(0, n_layers - 1)
-        fig.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap=layer_cmap), ax=left, label="layer")
+        bar = fig.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap=layer_cmap), ax=left, label="layer")
+        bar.locator = MaxNLocator(integer=True)
+        bar.update_ticks()
         title = f"{group.task} {group.label} seed {run.seed}"
         left.set_title(f"{title}: mean gate per layer", fontsize=10)
         left.set_xlabel("optimizer step")
+        _integer_steps(left)
         left.set_ylabel("gate (mean over prefix positions)")
         left.grid(True, alpha=0.3)
         image = right.imshow(gates[-1], aspect="auto", cmap="magma", vmin=lo, vmax=hi, interpolation="nearest")
@@ -196,18 +222,25 @@ def plot_gates(groups: Sequence[Group], out_dir: Path) -> Path | None:
         right.set_title(f"final gates (step {steps[-1]})", fontsize=10)
         right.set_xlabel("prefix position")
         right.set_ylabel("layer")
+        right.xaxis.set_major_locator(MaxNLocator(integer=True))
+        right.yaxis.set_major_locator(MaxNLocator(integer=True))
     return _save(fig, out_dir / "gates.png")
 
 
 def write_plots(groups: Sequence[Group], out_dir: Path) -> list[tuple[str, Path]]:
-    """Every plot that has data, as ``(title, path)``, in report order."""
+    """Every plot that has data, as ``(title, path)``, in report order; stale plots of ours are removed."""
     plots = [("Headline metric vs trainable parameters", plot_metric_vs_params),
              ("Training loss", plot_loss_curves),
              ("Solo: t over training", plot_solo_t),
              ("Gated prefix: gate values over training", plot_gates)]
     written = []
     for title, make in plots:
-        path = make(groups, out_dir)
+        # no "1e-5+1" offsets: gates near 1 and small t values are read directly off the axis
+        with matplotlib.rc_context({"axes.formatter.useoffset": False}):
+            path = make(groups, out_dir)
         if path is not None:
             written.append((title, path))
+    for name in PLOT_FILES:  # e.g. gates.png of an earlier report that had gated-prefix runs
+        if (out_dir / name) not in {path for _, path in written}:
+            (out_dir / name).unlink(missing_ok=True)
     return written
