@@ -346,15 +346,18 @@ class PeftModel(nn.Module):
             config = dataclasses.replace(self.peft_config[name], inference_mode=True)
             config.save_pretrained(target)
 
+    def _fill_adapter(self, adapter_name: str, model_id: str | Path, tensors: dict[str, torch.Tensor],
+                      path: Path) -> None:
+        """Load a folder's tensors into the freshly added ``adapter_name`` (through the method's load hook)."""
+        tensors, path = self._tuner(adapter_name).state_for_load(self, adapter_name, model_id, tensors, path)
+        self.set_peft_model_state_dict(tensors, adapter_name, source=str(path))
+
     def load_adapter(self, model_id: str | Path, adapter_name: str, is_trainable: bool = False) -> None:
         """Add an adapter from a folder; if anything is wrong, the adapter is removed again and the error raised."""
-        config = PeftConfig.from_pretrained(model_id)
-        tensors, path = read_adapter_weights(model_id)
-        config = dataclasses.replace(config, inference_mode=not is_trainable)
+        config, tensors, path = _read_adapter_folder(model_id, is_trainable)
         self.add_adapter(adapter_name, config)
         try:
-            tensors, path = self._tuner(adapter_name).state_for_load(self, adapter_name, model_id, tensors, path)
-            self.set_peft_model_state_dict(tensors, adapter_name, source=str(path))
+            self._fill_adapter(adapter_name, model_id, tensors, path)
         except BaseException:
             self.delete_adapter(adapter_name)
             raise
@@ -363,19 +366,22 @@ class PeftModel(nn.Module):
     def from_pretrained(cls, model: nn.Module, model_id: str | Path, adapter_name: str = "default",
                         is_trainable: bool = False) -> "PeftModel":
         """Attach the adapter saved in ``model_id`` to ``model``. Frozen unless ``is_trainable``."""
-        config = PeftConfig.from_pretrained(model_id)
-        tensors, path = read_adapter_weights(model_id)
-        config = dataclasses.replace(config, inference_mode=not is_trainable)
+        config, tensors, path = _read_adapter_folder(model_id, is_trainable)
         peft_model = cls(model, config, adapter_name)
         try:
-            tensors, path = peft_model._tuner(adapter_name).state_for_load(peft_model, adapter_name, model_id,
-                                                                          tensors, path)
-            peft_model.set_peft_model_state_dict(tensors, adapter_name, source=str(path))
+            peft_model._fill_adapter(adapter_name, model_id, tensors, path)
         except BaseException:
             if not get_method(config).tuner_cls.modifies_base_weights:
                 peft_model.unload()
             raise
         return peft_model
+
+
+def _read_adapter_folder(model_id: str | Path, is_trainable: bool) -> tuple[PeftConfig, dict[str, torch.Tensor], Path]:
+    """An adapter folder's config (frozen unless ``is_trainable``) and weights, both read before anything attaches."""
+    config = PeftConfig.from_pretrained(model_id)
+    tensors, path = read_adapter_weights(model_id)
+    return dataclasses.replace(config, inference_mode=not is_trainable), tensors, path
 
 
 def get_peft_model(model: nn.Module, peft_config: PeftConfig, adapter_name: str = "default") -> PeftModel:

@@ -20,7 +20,7 @@ from ..errors import AdapterLoadError
 from ..io import write_safetensors
 
 
-def _checkpoint_params(peft_model) -> dict[str, torch.nn.Parameter]:
+def training_state_params(peft_model) -> dict[str, torch.nn.Parameter]:
     """Every trainable parameter plus the adapters' non-trainable saved state (e.g. Solo's step), once each,
     under the module-tree name."""
     wanted = {id(p) for p in peft_model.parameters() if p.requires_grad}
@@ -31,7 +31,7 @@ def _checkpoint_params(peft_model) -> dict[str, torch.nn.Parameter]:
 
 
 def _checkpoint_tensors(peft_model) -> dict[str, torch.Tensor]:
-    return {n: p.detach() for n, p in _checkpoint_params(peft_model).items()}
+    return {n: p.detach() for n, p in training_state_params(peft_model).items()}
 
 
 def save_checkpoint(directory: Path, peft_model, optimizer, scheduler, state: dict[str, Any]) -> None:
@@ -68,7 +68,7 @@ def load_checkpoint(directory: Path, peft_model, optimizer, scheduler) -> dict[s
         state = json.loads((directory / "state.json").read_text(encoding="utf-8"))
     except (OSError, RuntimeError, ValueError) as err:
         raise AdapterLoadError(f"{directory}: unreadable checkpoint ({err})") from None
-    params = _checkpoint_params(peft_model)
+    params = training_state_params(peft_model)
     missing = sorted(set(tensors) ^ set(params))
     if missing:
         raise AdapterLoadError(f"{directory}: checkpoint does not match this model/method (differing tensors: "

@@ -20,7 +20,7 @@ from transformers import get_scheduler
 
 from ..errors import ConfigError, PeftlabError
 from ..model import get_peft_model
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, save_checkpoint, training_state_params
 from .methods import build_method_config
 from .recipe import Recipe
 from .rundir import peak_memory_mb, prepare_run_dir, write_run_files
@@ -195,11 +195,12 @@ def _format_scores(scores: dict[str, Any]) -> str:
 
 
 def _adapter_snapshot(peft_model) -> dict[str, torch.Tensor]:
-    return {n: p.detach().clone() for n, p in peft_model.named_parameters() if p.requires_grad}
+    """The adapters' training state (trainable tensors and saved counters such as Solo's step), copied."""
+    return {n: p.detach().clone() for n, p in training_state_params(peft_model).items()}
 
 
 def _restore_adapter(peft_model, snapshot: dict[str, torch.Tensor]) -> None:
-    params = dict(peft_model.named_parameters())
+    params = training_state_params(peft_model)
     with torch.no_grad():
         for name, tensor in snapshot.items():
             params[name].copy_(tensor)
