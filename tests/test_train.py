@@ -67,7 +67,7 @@ def _check_run(run: Path, keys: set[str]) -> dict:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["lora", "solo", "prefix", "gated-prefix", "kernel-mix", "houlsby", "bitfit"])
+@pytest.mark.parametrize("method", available_methods())
 def test_quick_contract_e2e(method, tmp_path, shared_data):
     run = tmp_path / method
     code = main(["train", "e2e", "--model", "smollm2-135m", "--method", method, "--max-steps", "2",
@@ -83,6 +83,24 @@ def test_quick_contract_e2e(method, tmp_path, shared_data):
 
 
 @pytest.mark.slow
+@pytest.mark.slow
+@pytest.mark.parametrize("method", available_methods())
+def test_quick_contract_glue_every_method(method, tmp_path, shared_data):
+    run = tmp_path / method
+    code = main(["train", "glue", "--task", "sst2", "--model", "minilm-l6", "--method", method, "--max-steps", "2",
+                 "--train-limit", "16", "--eval-limit", "8", "--output-dir", str(run), "--data-dir", str(shared_data),
+                 "--no-progress", "optim.batch_size=8"])
+    assert code == 0
+    metrics = _check_run(run, {"accuracy"})
+    assert 0.0 <= metrics["accuracy"] <= 1.0
+    assert len((run / "predictions.txt").read_text().splitlines()) == 8
+    from peftlab.zoo import load_model
+
+    loaded = PeftModel.from_pretrained(load_model("minilm-l6", task="sequence-classification", num_labels=2),
+                                       run / "adapter")
+    assert loaded.get_nb_trainable_parameters()[0] == 0
+
+
 def test_quick_contract_glue_and_resume(tmp_path, shared_data):
     common = ["--model", "minilm-l6", "--method", "lora", "--task", "sst2", "--train-limit", "64",
               "--eval-limit", "32", "--data-dir", str(shared_data), "--no-progress", "optim.batch_size=8",

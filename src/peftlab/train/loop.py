@@ -25,6 +25,7 @@ from .methods import build_method_config
 from .recipe import Recipe
 from .rundir import peak_memory_mb, prepare_run_dir, write_run_files
 from .tasks import make_task
+from .trackers import PROJECT_NAME, flatten_scalars, hparams, resolve_trackers, tracker_dir
 
 
 class NonFiniteLossError(PeftlabError, FloatingPointError):
@@ -51,13 +52,17 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, prog
     seed_everything(recipe.run.seed)
     # torchrun/accelerate launch on machines without a GPU: accelerate needs cpu=True to use gloo DDP
     multi_cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
-    accelerator = Accelerator(mixed_precision="bf16" if recipe.run.bf16 else "no", cpu=multi_cpu,
-                              gradient_accumulation_steps=recipe.optim.grad_accum)
-    main = accelerator.is_main_process
     output_dir = Path(recipe.run.output_dir)
+    trackers = resolve_trackers(recipe.run.report_to)
+    accelerator = Accelerator(mixed_precision="bf16" if recipe.run.bf16 else "no", cpu=multi_cpu,
+                              gradient_accumulation_steps=recipe.optim.grad_accum,
+                              log_with=trackers or None, project_dir=tracker_dir(output_dir))
+    main = accelerator.is_main_process
     if main:  # one process owns the run folder; the others wait (if it refuses, the launcher stops them)
         prepare_run_dir(output_dir, recipe, resume=resume, overwrite=overwrite)
     accelerator.wait_for_everyone()
+    if trackers:
+        accelerator.init_trackers(PROJECT_NAME, config=hparams(recipe.to_dict()))
     task = make_task(recipe)
     tokenizer = load_tokenizer(recipe.model.name)
     load_kwargs = {"num_labels": task.num_labels} if recipe.task == "glue" else {}
@@ -104,6 +109,8 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, prog
         if main:
             with log_path.open("a", encoding="utf-8") as handle:
                 handle.write(json.dumps(record) + "\n")
+        if trackers:  # accelerate logs on the main process only
+            accelerator.log(flatten_scalars({k: v for k, v in record.items() if k != "step"}), step=record["step"])
 
     def evaluate_and_checkpoint(step: int) -> None:
         nonlocal best_state
@@ -187,6 +194,11 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, prog
             "peak_memory_mb": peak_memory_mb(), "world_size": accelerator.num_processes,
         })
         write_run_files(output_dir, recipe, metrics, task.metadata)
+        if trackers:
+            accelerator.log(flatten_scalars({"final": {k: v for k, v in metrics.items() if k != "best_dev"}}),
+                            step=state["step"])
+    if trackers:
+        accelerator.end_training()
     return metrics
 
 

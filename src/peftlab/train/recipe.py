@@ -119,6 +119,9 @@ class RunArgs:
     """Log loss and throughput every N optimizer steps."""
     checkpoint_every: int | None = None
     """Write a resumable checkpoint every N steps (None: at each evaluation and at the end)."""
+    report_to: str = "auto"
+    """Trackers besides metrics.jsonl, through accelerate: auto (TensorBoard if installed; W&B if installed and
+    WANDB_API_KEY/WANDB_MODE is set), none, or a comma-separated list (tensorboard,wandb,mlflow,...)."""
 
 
 @dataclass
