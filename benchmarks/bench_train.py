@@ -1,11 +1,21 @@
 """Training throughput: HF peft's LoRA in a plain fp32 loop vs peftlab's training step, side by side.
 
-Both train LoRA (r=4, alpha=32, q and v) on the offline SmolLM2-135M with the same E2E batches (batch 8,
-dynamic padding). Rounds are interleaved (A, B, A, B, ...) so machine noise hits both; the summary reports the
-median step time of each and their ratio. peftlab variants: fp32 full-logit loss (same math as HF), target-only
-logits, and target-only logits under bf16 autocast (adapter weights stay fp32).
+Every variant trains LoRA (r=4, alpha=32, dropout 0.1, q and v) on the offline SmolLM2-135M with the same E2E
+batches (batch 8). Rounds are interleaved (A, B, C, ... A, B, C, ...) so machine noise hits all of them; the summary
+reports each variant's median step time, its tokens/s (real tokens, padding excluded) and the ratio to the HF peft
+loop with dynamic padding. Variants:
 
-    .venv/bin/python benchmarks/bench_train.py [--steps 6] [--batch-size 8] [--out benchmarks/results/bench_train.json]
+- ``hf_peft_fp32``: HF peft 0.21.2, fp32, the model's own loss (full [batch, seq, vocab] logits), dynamic padding;
+- ``hf_peft_fp32_pad512`` (with ``--pad-to 512``): the same loop with every batch padded to 512 tokens, as a
+  ``padding="max_length"`` tokenizer call or the LoRA repo's ``seq_len 512`` would do;
+- ``peftlab_fp32``: fp32, target-only fused LM-head loss;
+- ``peftlab_bf16``: bf16 autocast, fp32 base weights, eager attention;
+- ``peftlab_bf16_bf16w``: bf16 autocast, bf16 frozen base weights (adapters stay fp32), eager attention;
+- ``peftlab_bf16_bf16w_compiled``: the same with ``run.compile`` (torch.compile of every block).
+
+With ``--memory`` each variant then runs alone in a fresh process for a few steps and its peak RSS is recorded.
+
+    .venv/bin/python benchmarks/bench_train.py [--steps 8] [--warmup 2] [--pad-to 512] [--memory]
 """
 from __future__ import annotations
 
@@ -14,21 +24,32 @@ import json
 import os
 import resource
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import torch
 
+LORA = dict(r=4, lora_alpha=32, lora_dropout=0.1)
 
-def load_batches(tokenizer, n_batches: int, batch_size: int, data_dir: str):
+
+def load_batches(tokenizer, n_batches: int, batch_size: int, data_dir: str, pad_to: int | None = None):
     from peftlab.data import linearize_mr, load_e2e
     from peftlab.train import collate_causal_lm
 
     records = load_e2e("train", data_dir).records[: n_batches * batch_size]
     pairs = [(linearize_mr(r.mr) + " ||", " " + r.ref) for r in records]
-    return [collate_causal_lm(tokenizer, [p for p, _ in pairs[i:i + batch_size]],
-                              [t for _, t in pairs[i:i + batch_size]]).as_model_inputs()
-            for i in range(0, len(pairs), batch_size)]
+    batches = [collate_causal_lm(tokenizer, [p for p, _ in pairs[i:i + batch_size]],
+                                 [t for _, t in pairs[i:i + batch_size]]).as_model_inputs()
+               for i in range(0, len(pairs), batch_size)]
+    return [_pad(b, pad_to, tokenizer.pad_token_id) for b in batches] if pad_to else batches
+
+
+def _pad(batch: dict[str, torch.Tensor], width: int, pad_id: int) -> dict[str, torch.Tensor]:
+    extra = width - batch["input_ids"].shape[1]
+    fill = {"input_ids": pad_id, "attention_mask": 0, "labels": -100}
+    return {k: torch.nn.functional.pad(v, (0, extra), value=fill[k]) for k, v in batch.items()}
 
 
 def hf_peft_setup():
@@ -37,8 +58,7 @@ def hf_peft_setup():
     from peftlab.zoo import load_model
 
     model = peft.get_peft_model(load_model("smollm2-135m"),
-                                peft.LoraConfig(r=4, lora_alpha=32, lora_dropout=0.1,
-                                                target_modules=["q_proj", "v_proj"]))
+                                peft.LoraConfig(**LORA, target_modules=["q_proj", "v_proj"]))
     model.train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-4)
 
@@ -52,20 +72,23 @@ def hf_peft_setup():
     return step
 
 
-def peftlab_setup(target_only: bool, bf16: bool):
+def peftlab_setup(bf16: bool, base_dtype: str = "float32", attn: str = "sdpa", compile_blocks: bool = False):
     from peftlab import LoraConfig, get_peft_model
+    from peftlab.train.loop import compile_blocks as compile_model_blocks
     from peftlab.train.tasks import TargetOnlyCausalLMLoss
     from peftlab.zoo import load_model
 
-    model = get_peft_model(load_model("smollm2-135m"),
-                           LoraConfig(r=4, lora_alpha=32, lora_dropout=0.1, target_modules=["q", "v"]))
+    model = get_peft_model(load_model("smollm2-135m", dtype=base_dtype, attn_implementation=attn),
+                           LoraConfig(**LORA, target_modules=["q", "v"]))
+    if compile_blocks:
+        compile_model_blocks(model)
     model.train()
-    loss_module = TargetOnlyCausalLMLoss(model) if target_only else None
+    loss_module = TargetOnlyCausalLMLoss(model)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-4)
 
     def step(batch):
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = loss_module(**batch) if target_only else model(**batch).loss
+            loss = loss_module(**batch)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -74,10 +97,35 @@ def peftlab_setup(target_only: bool, bf16: bool):
     return step
 
 
+VARIANTS = {
+    "hf_peft_fp32": (hf_peft_setup, {}),
+    "hf_peft_fp32_pad512": (hf_peft_setup, {}),  # same loop; its batches are padded (see main)
+    "peftlab_fp32": (peftlab_setup, dict(bf16=False)),
+    "peftlab_bf16": (peftlab_setup, dict(bf16=True, attn="eager")),
+    "peftlab_bf16_bf16w": (peftlab_setup, dict(bf16=True, base_dtype="bfloat16", attn="eager")),
+    "peftlab_bf16_bf16w_compiled": (peftlab_setup, dict(bf16=True, base_dtype="bfloat16", attn="eager",
+                                                        compile_blocks=True)),
+}
+
+
+def measure_memory(name: str, batches, pad_batches, steps: int) -> float:
+    """Run one variant alone (this process is a fresh one) and return its peak RSS in MB."""
+    setup, kwargs = VARIANTS[name]
+    step = setup(**kwargs)
+    for batch in (pad_batches if name.endswith("pad512") else batches)[:steps]:
+        step(batch)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=6, help="timed steps per variant (after 1 warm-up step)")
+    parser.add_argument("--steps", type=int, default=8, help="timed steps per variant (after the warm-up rounds)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed rounds first (compilation happens here)")
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--pad-to", type=int, default=512, help="width of the padded HF baseline (0: skip it)")
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--memory", action="store_true", help="also measure each variant's peak RSS alone")
+    parser.add_argument("--memory-only", help=argparse.SUPPRESS)  # internal: one variant, print its peak RSS
     parser.add_argument("--data-dir", default=os.environ.get("PEFTLAB_DATA_DIR", "../shared/data"))
     parser.add_argument("--out", default="benchmarks/results/bench_train.json")
     args = parser.parse_args()
@@ -85,35 +133,48 @@ def main() -> None:
     from peftlab.zoo import load_tokenizer
 
     tokenizer = load_tokenizer("smollm2-135m")
-    batches = load_batches(tokenizer, args.steps + 1, args.batch_size, args.data_dir)
+    n_batches = args.warmup + args.steps
+    batches = load_batches(tokenizer, n_batches, args.batch_size, args.data_dir)
+    pad_batches = load_batches(tokenizer, n_batches, args.batch_size, args.data_dir, pad_to=args.pad_to or None)
+    if args.memory_only:
+        print(json.dumps({"peak_rss_mb": measure_memory(args.memory_only, batches, pad_batches, 3)}))
+        return
+    names = [n for n in args.variants if args.pad_to or not n.endswith("pad512")]
+    steps = {}
+    for name in names:
+        setup, kwargs = VARIANTS[name]
+        steps[name] = setup(**kwargs)
     tokens = [int(b["attention_mask"].sum()) for b in batches]
-    variants = {
-        "hf_peft_fp32": hf_peft_setup(),
-        "peftlab_fp32_full_logits": peftlab_setup(target_only=False, bf16=False),
-        "peftlab_fp32_target_logits": peftlab_setup(target_only=True, bf16=False),
-        "peftlab_bf16_target_logits": peftlab_setup(target_only=True, bf16=True),
-    }
-    times: dict[str, list[float]] = {name: [] for name in variants}
-    losses: dict[str, list[float]] = {name: [] for name in variants}
-    for i, batch in enumerate(batches):  # interleaved rounds; round 0 is warm-up
-        for name, step in variants.items():
+    times: dict[str, list[float]] = {name: [] for name in names}
+    losses: dict[str, list[float]] = {name: [] for name in names}
+    for i in range(n_batches):  # interleaved rounds; the first `warmup` rounds are not timed
+        for name in names:
+            batch = pad_batches[i] if name.endswith("pad512") else batches[i]
             start = time.perf_counter()
-            losses[name].append(step(batch))
-            if i > 0:
+            losses[name].append(steps[name](batch))
+            if i >= args.warmup:
                 times[name].append(time.perf_counter() - start)
-    timed_tokens = sum(tokens[1:])
-    base = statistics.median(times["hf_peft_fp32"])
-    results = {"batch_size": args.batch_size, "steps": args.steps, "threads": torch.get_num_threads(),
-               "tokens_per_step_mean": timed_tokens / args.steps, "variants": {}}
-    print(f"{'variant':<30}{'median s/step':>15}{'tokens/s':>12}{'speed-up':>10}   first/last loss")
-    for name in variants:
+        print(f"round {i + 1}/{n_batches} done", file=sys.stderr, flush=True)
+    timed_tokens = sum(tokens[args.warmup:])
+    base = statistics.median(times["hf_peft_fp32"]) if "hf_peft_fp32" in times else None
+    results = {"batch_size": args.batch_size, "steps": args.steps, "warmup": args.warmup, "pad_to": args.pad_to,
+               "threads": torch.get_num_threads(), "tokens_per_step_mean": timed_tokens / args.steps,
+               "command": " ".join(sys.argv), "variants": {}}
+    header = f"{'variant':<30}{'median s/step':>14}{'tokens/s':>10}{'vs hf_peft_fp32':>17}"
+    print(header + ("   peak RSS alone" if args.memory else "") + "   first/last loss")
+    for name in names:
         med = statistics.median(times[name])
-        tok_s = timed_tokens / sum(times[name])
-        results["variants"][name] = {"median_step_seconds": med, "tokens_per_second": tok_s,
-                                     "speedup_vs_hf_peft": base / med, "losses": losses[name]}
-        print(f"{name:<30}{med:>15.2f}{tok_s:>12.1f}{base / med:>9.2f}x   {losses[name][0]:.3f}/{losses[name][-1]:.3f}")
-    results["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"peak RSS of the process (all variants loaded): {results['peak_rss_mb']:.0f} MB")
+        row = {"median_step_seconds": med, "tokens_per_second": timed_tokens / sum(times[name]),
+               "speedup_vs_hf_peft_fp32": base / med if base else None, "losses": losses[name]}
+        if args.memory:
+            out = subprocess.run([sys.executable, __file__, "--memory-only", name, "--data-dir", args.data_dir,
+                                  "--pad-to", str(args.pad_to or 512)], capture_output=True, text=True, check=True)
+            row["peak_rss_mb_alone"] = json.loads(out.stdout.strip().splitlines()[-1])["peak_rss_mb"]
+        results["variants"][name] = row
+        ratio = f"{base / med:>16.2f}x" if base else f"{'-':>17}"
+        memory = f"{row['peak_rss_mb_alone']:>14.0f} MB" if args.memory else ""
+        print(f"{name:<30}{med:>14.3f}{row['tokens_per_second']:>10.1f}{ratio}{memory}   "
+              f"{losses[name][0]:.3f}/{losses[name][-1]:.3f}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     print(f"saved {args.out}")

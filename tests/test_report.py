@@ -178,6 +178,17 @@ def test_seeds_of_different_recipes_are_flagged(tmp_path):
     assert "the runs differ in optim.lr besides the seed" in md
 
 
+def test_group_by_splits_groups_by_recipe_fields(tmp_path):
+    dirs = [make_run(tmp_path, f"lr{lr}-s{seed}", method="lora", seed=seed, metrics=e2e(0.1 * seed + lr * 100, 1.0),
+                     lr=lr) for lr in (1e-3, 2e-3) for seed in (0, 1)]
+    md = write_report(dirs, tmp_path / "out", group_by=["optim.lr"]).read_text()
+    assert "differ in optim.lr" not in md  # the field now separates the groups instead of mixing them
+    assert table_row(md, "E2E (test)", "lora [optim.lr=0.001]")["BLEU"] == "0.1500 ± 0.0707"
+    assert table_row(md, "E2E (test)", "lora [optim.lr=0.002]")["BLEU"] == "0.2500 ± 0.0707"
+    with pytest.raises(RunFolderError, match="optim.lrr"):
+        group_runs([load_run(d) for d in dirs], group_by=["optim.lrr"])
+
+
 def test_cli_and_parent_folder_expansion(tmp_path, capsys):
     parent = tmp_path / "runs"  # a folder holding run folders stands for them
     for seed in (0, 1):

@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 from .runs import (
     E2E_METRICS,
@@ -55,7 +55,7 @@ REPORT_NAME = "report.md"
 """File name of the markdown report inside the output folder (the plots sit next to it)."""
 
 
-def write_report(run_dirs: Iterable[str | Path], out_dir: str | Path) -> Path:
+def write_report(run_dirs: Iterable[str | Path], out_dir: str | Path, group_by: Sequence[str] = ()) -> Path:
     """Read ``run_dirs``, write ``out_dir/report.md`` and its PNG plots, and return the markdown's path.
 
     Every run folder is read before anything is written, so a bad folder leaves ``out_dir`` untouched.
@@ -65,7 +65,7 @@ def write_report(run_dirs: Iterable[str | Path], out_dir: str | Path) -> Path:
     if not paths:
         raise RunFolderError("no run folders given; pass the --output-dir folders of `peftlab train` runs")
     runs = [load_run(path) for path in paths]
-    groups = group_runs(runs)
+    groups = group_runs(runs, group_by)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     from .plots import write_plots  # matplotlib is imported only when plotting
@@ -77,7 +77,7 @@ def write_report(run_dirs: Iterable[str | Path], out_dir: str | Path) -> Path:
 
 
 def _run(args: argparse.Namespace) -> int:
-    report = write_report(args.run_dirs, args.out)
+    report = write_report(args.run_dirs, args.out, group_by=args.group_by)
     pngs = sorted(p.name for p in report.parent.glob("*.png"))
     print(f"[report] wrote {report}" + (f" and {', '.join(pngs)}" if pngs else ""), file=sys.stdout)
     return 0
@@ -94,4 +94,6 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
                         help="run folders (--output-dir of `peftlab train`), or folders holding run folders")
     parser.add_argument("--out", default="report", metavar="DIR",
                         help="output folder for report.md and the plots (default: ./report)")
+    parser.add_argument("--group-by", nargs="+", default=[], metavar="FIELD",
+                        help="also split groups by these recipe fields, e.g. run.bf16 model.dtype or optim.lr")
     parser.set_defaults(func=_run)

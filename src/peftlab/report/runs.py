@@ -165,6 +165,8 @@ class Group:
     model: str
     method_args: dict[str, Any]
     runs: list[RunRecord] = field(default_factory=list)
+    split_by: dict[str, Any] = field(default_factory=dict)
+    """Values of the extra recipe fields the groups were split by (``--group-by``), e.g. {"run.bf16": True}."""
     label: str = ""
     """Short display name: the method, plus the method_args that tell it apart from other groups (set later)."""
 
@@ -227,13 +229,20 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def group_runs(runs: Sequence[RunRecord]) -> list[Group]:
-    """Group ``runs`` by (task, method, model, method_args), in order of first appearance, and label groups."""
+def group_runs(runs: Sequence[RunRecord], group_by: Sequence[str] = ()) -> list[Group]:
+    """Group ``runs`` by (task, method, model, method_args) and the dotted recipe fields ``group_by`` (say
+    ``run.bf16`` or ``optim.lr``), in order of first appearance, and label groups."""
     groups: dict[tuple[str, ...], Group] = {}
     for run in runs:
-        key = (run.kind, run.task, run.method, run.model, _canon(run.method_args))
+        flat = _flatten(run.config)
+        for name in group_by:
+            if name not in flat:
+                raise RunFolderError(f"{run.path}: --group-by {name!r} is not a recipe field of this run "
+                                     f"(fields look like run.bf16, optim.lr, model.dtype)")
+        split = {name: flat[name] for name in group_by}
+        key = (run.kind, run.task, run.method, run.model, _canon(run.method_args), _canon(split))
         if key not in groups:
-            groups[key] = Group(run.kind, run.task, run.method, run.model, run.method_args)
+            groups[key] = Group(run.kind, run.task, run.method, run.model, run.method_args, split_by=split)
         groups[key].runs.append(run)
     result = list(groups.values())
     for group in result:
@@ -243,15 +252,17 @@ def group_runs(runs: Sequence[RunRecord]) -> list[Group]:
 
 
 def _label(group: Group, groups: Sequence[Group]) -> str:
-    """``method`` alone, or ``method (k=v, ...)`` with the args that differ from same-method groups of the task."""
+    """``method`` alone, or ``method (k=v, ...)`` with the args that differ from same-method groups of the task,
+    then ``[field=value ...]`` for the ``--group-by`` fields."""
     rivals = [g for g in groups if g is not group and (g.kind, g.task, g.method) == (group.kind, group.task,
                                                                                      group.method)]
-    if not rivals:
-        return group.method
     keys = sorted({k for g in rivals for k in set(g.method_args) | set(group.method_args)
                    if _canon(g.method_args.get(k)) != _canon(group.method_args.get(k))})
     shown = ", ".join(f"{k}={_short(group.method_args.get(k, '-'))}" for k in keys)
-    return f"{group.method} ({shown})" if shown else group.method  # groups differing by model only: Model column
+    label = f"{group.method} ({shown})" if shown else group.method  # groups differing by model only: Model column
+    if group.split_by:
+        label += " [" + ", ".join(f"{k}={_short(v)}" for k, v in group.split_by.items()) + "]"
+    return label
 
 
 def _short(value: Any) -> str:

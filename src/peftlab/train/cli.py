@@ -34,6 +34,8 @@ def resolve_recipe(args: argparse.Namespace):
     overrides = [f"{key}={value}" for key, value in shortcuts if value is not None]
     if args.bf16:
         overrides.append("run.bf16=true")
+    if args.compile:
+        overrides.append("run.compile=true")
     data = apply_overrides(data, overrides + list(args.overrides))
     return recipe_from_dict(data, source=str(path) if path else "recipe"), path
 
@@ -79,7 +81,8 @@ def register_cli(subparsers) -> None:
     parser.add_argument("--output-dir", help="run folder")
     parser.add_argument("--data-dir", help="folder holding e2e/ and glue/ (default: $PEFTLAB_DATA_DIR)")
     parser.add_argument("--seed", type=int)
-    parser.add_argument("--bf16", action="store_true", help="bf16 autocast")
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast (run.bf16=true)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile every block (run.compile=true)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --output-dir")
     parser.add_argument("--overwrite", action="store_true", help="replace the run in --output-dir")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")

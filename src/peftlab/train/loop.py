@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from ..errors import ConfigError, PeftlabError
+from ..layout import get_layout
 from ..model import get_peft_model
 from .checkpoint import load_checkpoint, save_checkpoint, training_state_params
 from .methods import build_method_config
@@ -36,6 +37,31 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def resolve_attn_implementation(choice: str) -> str:
+    """``auto``: eager attention on the CPU, where it trained E2E batches faster than sdpa's flash kernel
+    (``benchmarks/bench_train.py``), and sdpa on GPUs."""
+    if choice != "auto":
+        return choice
+    return "sdpa" if torch.cuda.is_available() else "eager"
+
+
+def compile_blocks(peft_model) -> int:
+    """``torch.compile`` every transformer block in place (regional compilation: one graph serves all blocks, shapes
+    are dynamic, so the varying batch lengths of dynamic padding do not recompile). Returns the number of blocks."""
+    from ..tuners.base import AdapterLayer
+
+    for name, config in peft_model.peft_config.items():
+        if not peft_model._tuner(name).supports_compile:
+            raise ConfigError(f"run.compile: method {config.peft_type!s} (adapter {name!r}) does not support "
+                              "torch.compile of the blocks; set run.compile=false")
+    blocks = get_layout(peft_model.model).blocks()
+    for block in blocks:
+        while isinstance(block, AdapterLayer) and not block.attached:  # a block wrapper (Solo) keeps its Python-side
+            block = block.base_layer  # bookkeeping outside the graph: compile the transformers block it wraps
+        block.compile(dynamic=True)
+    return len(blocks)
 
 
 def _steps_plan(recipe: Recipe, batches_per_epoch: int) -> int:
@@ -66,6 +92,7 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, prog
     task = make_task(recipe)
     tokenizer = load_tokenizer(recipe.model.name)
     load_kwargs = {"num_labels": task.num_labels} if recipe.task == "glue" else {}
+    load_kwargs["attn_implementation"] = resolve_attn_implementation(recipe.model.attn_implementation)
     model = load_model(recipe.model.name, task=task.model_task, dtype=recipe.model.dtype, **load_kwargs)
     if recipe.model.disable_dropout:
         for module in model.modules():
@@ -77,6 +104,8 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, prog
     peft_model = get_peft_model(model, peft_config)
     if recipe.run.gradient_checkpointing:
         peft_model.gradient_checkpointing_enable()
+    if recipe.run.compile:
+        compile_blocks(peft_model)
     trainable, total = peft_model.get_nb_trainable_parameters()
     if main:
         print(peft_model.adapter_summary())

@@ -16,17 +16,24 @@ from ..data import SubsetSpec, linearize_mr, load_e2e, load_glue
 from ..generate import generate_texts
 from ..layout import get_layout
 from .batching import IGNORE_INDEX, collate_causal_lm
+from .fused_ce import linear_cross_entropy
 from .recipe import Recipe
 
 
 class TargetOnlyCausalLMLoss(nn.Module):
     """Mean (label-smoothed) cross-entropy over target tokens, computing LM-head logits only at those positions
-    (no [batch, seq, vocab] tensor for the prompt part)."""
+    (no [batch, seq, vocab] tensor for the prompt part).
 
-    def __init__(self, peft_model: nn.Module, label_smoothing: float = 0.0) -> None:
+    ``fused`` (default): when the LM head is a plain ``nn.Linear``, projection and loss run chunk by chunk
+    (:func:`~peftlab.train.fused_ce.linear_cross_entropy`), so not even the [targets, vocab] logits are held; an
+    LM head wrapped by an adapter goes through its own forward and ``F.cross_entropy``.
+    """
+
+    def __init__(self, peft_model: nn.Module, label_smoothing: float = 0.0, fused: bool = True) -> None:
         super().__init__()
         self.peft_model = peft_model
         self.label_smoothing = label_smoothing
+        self.fused = fused
         hf_model = peft_model.model
         self._body_path = get_layout(hf_model).body_prefix
 
@@ -37,7 +44,11 @@ class TargetOnlyCausalLMLoss(nn.Module):
         targets = labels[:, 1:]  # position t predicts token t+1
         keep = targets != IGNORE_INDEX  # (B, T-1)
         selected = hidden[:, :-1][keep]  # (N_target, d)
-        logits = hf_model.get_output_embeddings()(selected)  # (N_target, vocab)
+        head = hf_model.get_output_embeddings()
+        if self.fused and type(head) is nn.Linear:
+            return linear_cross_entropy(selected, head.weight, targets[keep], bias=head.bias,
+                                        label_smoothing=self.label_smoothing)
+        logits = head(selected)  # (N_target, vocab)
         return F.cross_entropy(logits.float(), targets[keep], label_smoothing=self.label_smoothing)
 
 

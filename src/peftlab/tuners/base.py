@@ -169,6 +169,9 @@ class Tuner:
     """Whether the method's update can be folded into the base weights."""
     modifies_base_weights: ClassVar[bool] = False
     """True for full fine-tuning: the base weights themselves are the adapter (no disable, one adapter only)."""
+    supports_compile: ClassVar[bool] = True
+    """Whether ``torch.compile`` of the transformer blocks (``run.compile``) computes the same steps as eager mode
+    (checked for each shipped method in tests/test_compile.py)."""
 
     @classmethod
     def inject(cls, model: nn.Module, config: "PeftConfig", adapter_name: str, layout: "ResolvedLayout",

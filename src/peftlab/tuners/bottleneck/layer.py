@@ -16,6 +16,7 @@ import torch.nn as nn
 from torch.func import functional_call
 
 from ..base import AdapterLayer
+from ..dropout import Dropout
 from ..targets import projection_shape
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh,
@@ -33,7 +34,7 @@ class BottleneckAdapter(nn.Module):
         self.norm = nn.LayerNorm(d_in, device=device) if adapter_norm else nn.Identity()
         self.down = nn.Linear(d_in, r, device=device)
         self.act = ACTIVATIONS[activation]()
-        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.dropout = Dropout(dropout) if dropout > 0 else nn.Identity()
         self.up = nn.Linear(r, d_out, device=device)
         self.scaling = scaling
 

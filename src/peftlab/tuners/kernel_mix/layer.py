@@ -25,6 +25,7 @@ import torch.nn as nn
 
 from ...layout import AttentionShape
 from ..base import AdapterLayer
+from ..dropout import Dropout
 from ..targets import projection_shape
 
 _DOWN_NAMES = ("head_A", "shared_down")  # "A"-like parameters: random in both init schemes
@@ -245,7 +246,7 @@ class KernelMixLayer(AdapterLayer):
         part.train(self.training)  # a model already in eval mode gets an eval-mode adapter
         getattr(self, f"kmix_{role}")[name] = part
         if name not in self.kmix_dropout:
-            drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+            drop = Dropout(dropout) if dropout > 0 else nn.Identity()
             self.kmix_dropout[name] = drop.train(self.training)
 
     def delete_adapter(self, name: str) -> None:

@@ -14,6 +14,7 @@ import torch.nn as nn
 from transformers.pytorch_utils import Conv1D
 
 from ..base import AdapterLayer
+from ..dropout import Dropout
 from ..targets import projection_shape
 
 
@@ -38,7 +39,7 @@ class LoraLayer(AdapterLayer):
         out_width = sum(s.stop - s.start for s in segments) if segments else self.out_features
         self.lora_A[name] = nn.Linear(self.in_features, n_segments * r, bias=False)
         self.lora_B[name] = nn.Linear(r, out_width, bias=False)
-        self.lora_dropout[name] = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.lora_dropout[name] = Dropout(dropout) if dropout > 0 else nn.Identity()
         self.scaling[name] = alpha / math.sqrt(r) if use_rslora else alpha / r
         self.segments[name] = list(segments)
         with torch.no_grad():
@@ -79,7 +80,9 @@ class LoraLayer(AdapterLayer):
     def adapter_delta(self, name: str, x: torch.Tensor) -> torch.Tensor:
         """The update B A dropout(x) * scaling for adapter ``name``, full output width, in the adapter's dtype."""
         lora_A, lora_B = self.lora_A[name], self.lora_B[name]
-        x = self.lora_dropout[name](x.to(lora_A.weight.dtype))
+        if not torch.is_autocast_enabled(x.device.type):  # under autocast lora_A casts x itself: skip a copy
+            x = x.to(lora_A.weight.dtype)
+        x = self.lora_dropout[name](x)
         low = lora_A(x)  # (..., n_segments * r)
         scaling = self.scaling[name]
         if not self.segments[name]:

@@ -64,6 +64,8 @@ def _check_budget(model: nn.Module, config: PrefixTuningConfig) -> None:
 class PrefixTuningTuner(Tuner):
     config_cls = PrefixTuningConfig
     mergeable = False
+    supports_compile = False  # the per-forward prefix reaches the blocks outside their inputs: compiled blocks
+    # would keep a stale prefix after an optimizer step (measured: losses diverge from eager at step 2)
 
     @classmethod
     def inject(cls, model: nn.Module, config: PrefixTuningConfig, adapter_name: str, layout: ResolvedLayout,

@@ -20,6 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..base import AdapterLayer
+from ..dropout import dropout
 
 if TYPE_CHECKING:  # pragma: no cover
     from .config import SoloConnectionConfig
@@ -178,7 +179,7 @@ class SoloState:
             up = solo_map.up()
             x = source.to(device=up.device, dtype=up.dtype)  # maps live on their destination block's device
             if self.dropout > 0:
-                x = F.dropout(x, self.dropout, training)
+                x = dropout(x, self.dropout, training)
             t = self.t(pair)
             term = (t.to(up.device) if isinstance(t, torch.Tensor) else t) * solo_map(x)
             total = term if total is None else total + term
