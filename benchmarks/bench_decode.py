@@ -1,18 +1,42 @@
-"""Decoding time for E2E test MRs with peftlab's generate path (once per unique MR, batched by length, KV cache,
-stop at the end of the line), greedy and beam search, on the offline SmolLM2-135M with a fresh LoRA adapter.
+"""Decoding time for E2E test MRs: a plain HF peft generate loop vs peftlab's generate path, side by side.
 
-    .venv/bin/python benchmarks/bench_decode.py [--limit 630] [--batch-size 64] [--beams 1 4]
+``hf_peft_fp32`` is the loop the issue measured: HF peft's LoRA model, the first ``--baseline-limit`` test MRs in
+input order, batch 16, greedy, up to 60 new tokens, no stop at the end of the line. peftlab decodes the same MRs
+(``peftlab_same_mrs``: once per unique MR, batched by prompt length, KV cache, stop at EOS or a line break, eager
+attention), then all 630 test MRs greedily and with beam search. Both models carry the same fresh LoRA adapter
+(B = 0, so their outputs are the base model's). Peak RSS is the process's, after all runs.
+
+    .venv/bin/python benchmarks/bench_decode.py [--limit 630] [--batch-size 64] [--beams 1 4] [--baseline-limit 64]
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import resource
+import sys
 import time
 from pathlib import Path
 
 import torch
+
+
+def hf_peft_decode(prompts: list[str], tokenizer, batch_size: int, max_new_tokens: int) -> list[str]:
+    import peft
+
+    from peftlab.zoo import load_model
+
+    model = peft.get_peft_model(load_model("smollm2-135m"),
+                                peft.LoraConfig(r=4, lora_alpha=32, target_modules=["q_proj", "v_proj"]))
+    model.eval()
+    tokenizer.padding_side = "left"
+    outputs = []
+    with torch.no_grad():
+        for start in range(0, len(prompts), batch_size):
+            enc = tokenizer(prompts[start:start + batch_size], return_tensors="pt", padding=True)
+            generated = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                                       pad_token_id=tokenizer.pad_token_id)
+            outputs += tokenizer.batch_decode(generated[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    return outputs
 
 
 def main() -> None:
@@ -21,32 +45,53 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--beams", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--max-new-tokens", type=int, default=60)
+    parser.add_argument("--baseline-limit", type=int, default=64, help="MRs for the HF peft loop (0: skip it)")
     parser.add_argument("--data-dir", default=os.environ.get("PEFTLAB_DATA_DIR", "../shared/data"))
     parser.add_argument("--out", default="benchmarks/results/bench_decode.json")
     args = parser.parse_args()
     from peftlab import LoraConfig, get_peft_model
     from peftlab.data import linearize_mr, load_e2e
     from peftlab.generate import generate_texts
+    from peftlab.train.loop import resolve_attn_implementation
     from peftlab.zoo import load_model, load_tokenizer
 
     torch.manual_seed(0)
     tokenizer = load_tokenizer("smollm2-135m")
-    model = get_peft_model(load_model("smollm2-135m"), LoraConfig(r=4, lora_alpha=32, target_modules=["q", "v"]))
-    instances = load_e2e("test", args.data_dir).instances[: args.limit]
+    instances = load_e2e("test", args.data_dir).instances
     prompts = [linearize_mr(inst.mr) + " ||" for inst in instances]
-    results = {"n_mrs": len(prompts), "batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens,
+    results = {"command": " ".join(sys.argv), "max_new_tokens": args.max_new_tokens,
                "threads": torch.get_num_threads(), "runs": {}}
-    for beams in args.beams:
+
+    def record(name: str, seconds: float, outputs: list[str], **extra) -> None:
+        words = sum(len(o.split()) for o in outputs) / max(len(outputs), 1)
+        results["runs"][name] = {"n_mrs": len(outputs), "seconds": seconds, "mrs_per_second": len(outputs) / seconds,
+                                 "mean_words": words, **extra}
+        print(f"{name:<22} {len(outputs):>4} MRs in {seconds:7.1f} s ({len(outputs) / seconds:6.2f} MR/s, "
+              f"{words:.1f} words/output)", flush=True)
+
+    model = get_peft_model(load_model("smollm2-135m", attn_implementation=resolve_attn_implementation("auto")),
+                           LoraConfig(r=4, lora_alpha=32, target_modules=["q", "v"]))
+    if args.baseline_limit:
+        subset = prompts[: args.baseline_limit]
         start = time.perf_counter()
-        outputs = generate_texts(model, tokenizer, prompts, num_beams=beams, max_new_tokens=args.max_new_tokens,
-                                 batch_size=args.batch_size, progress=True)
-        seconds = time.perf_counter() - start
-        words = sum(len(o.split()) for o in outputs)
-        results["runs"][f"beams_{beams}"] = {"seconds": seconds, "mrs_per_second": len(prompts) / seconds,
-                                             "mean_words": words / len(outputs)}
-        print(f"beams={beams}: {len(prompts)} MRs in {seconds:.1f} s ({len(prompts) / seconds:.2f} MR/s, "
-              f"{words / len(outputs):.1f} words/output)")
-    results["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        outputs = hf_peft_decode(subset, load_tokenizer("smollm2-135m"), 16, args.max_new_tokens)
+        record("hf_peft_fp32", time.perf_counter() - start, outputs, batch_size=16, beams=1, stop_at_newline=False)
+        start = time.perf_counter()
+        outputs = generate_texts(model, tokenizer, subset, max_new_tokens=args.max_new_tokens,
+                                 batch_size=args.batch_size, progress=False)
+        record("peftlab_same_mrs", time.perf_counter() - start, outputs, batch_size=args.batch_size, beams=1)
+        base, ours = results["runs"]["hf_peft_fp32"]["seconds"], results["runs"]["peftlab_same_mrs"]["seconds"]
+        print(f"peftlab vs HF peft on the same {len(subset)} MRs: {base / ours:.1f}x faster")
+    unique = list(dict.fromkeys(prompts))[: args.limit]
+    for beams in args.beams:
+        batch_size = args.batch_size if beams == 1 else max(1, args.batch_size // 2)
+        start = time.perf_counter()
+        outputs = generate_texts(model, tokenizer, unique, num_beams=beams, max_new_tokens=args.max_new_tokens,
+                                 batch_size=batch_size, progress=True)
+        record(f"peftlab_beams_{beams}", time.perf_counter() - start, outputs, batch_size=batch_size, beams=beams)
+    from peftlab.train.rundir import peak_memory_mb
+
+    results["peak_rss_mb"] = peak_memory_mb()
     print(f"peak RSS: {results['peak_rss_mb']:.0f} MB")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")

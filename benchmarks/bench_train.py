@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -30,6 +29,8 @@ import time
 from pathlib import Path
 
 import torch
+
+from peftlab.train.rundir import peak_memory_mb
 
 LORA = dict(r=4, lora_alpha=32, lora_dropout=0.1)
 
@@ -114,7 +115,7 @@ def measure_memory(name: str, batches, pad_batches, steps: int) -> float:
     step = setup(**kwargs)
     for batch in (pad_batches if name.endswith("pad512") else batches)[:steps]:
         step(batch)
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return peak_memory_mb()  # VmHWM: ru_maxrss would carry over the parent's peak through exec
 
 
 def main() -> None:

@@ -58,3 +58,34 @@ def test_methods_without_compile_support_are_refused(case):
     model = get_peft_model(make_tiny("llama"), case.make_config("llama", True))
     with pytest.raises(ConfigError, match="run.compile=false"):
         compile_blocks(model)
+
+
+def test_uncompile_restores_eager_blocks_for_decoding():
+    from torch._dynamo.utils import counters
+
+    from peftlab.train.loop import uncompile_blocks
+
+    torch._dynamo.reset()
+    model = get_peft_model(make_tiny("llama"), METHOD_CASES[0].make_config("llama", True))
+    compile_blocks(model)
+    model(**make_batch("llama"))
+    compiled_frames = counters["stats"]["unique_graphs"]
+    assert compiled_frames > 0
+    uncompile_blocks(model)
+    model.eval()
+    out = model.generate(input_ids=torch.tensor([[5, 6, 7]]), max_new_tokens=4, do_sample=False)
+    assert out.shape == (1, 7)
+    assert counters["stats"]["unique_graphs"] == compiled_frames  # decoding compiled nothing new
+
+
+@pytest.mark.slow
+def test_train_cli_compile_flag(tmp_path, shared_data):
+    from peftlab.cli import main
+
+    common = ["--model", "minilm-l6", "--task", "sst2", "--train-limit", "16", "--eval-limit", "8", "--max-steps",
+              "2", "--data-dir", str(shared_data), "--no-progress", "--compile", "optim.batch_size=8"]
+    assert main(["train", "glue", "--method", "lora", "--output-dir", str(tmp_path / "lora"), *common]) == 0
+    config = (tmp_path / "lora" / "config.yaml").read_text()
+    assert "compile: true" in config
+    assert main(["train", "glue", "--method", "prefix", "--output-dir", str(tmp_path / "prefix"), *common]) == 1
+    assert not (tmp_path / "prefix").exists()  # refused before the run folder is made

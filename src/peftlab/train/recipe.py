@@ -113,6 +113,9 @@ class RunArgs:
     """Seed for initialisation, data order and subsets."""
     bf16: bool = False
     """bf16 autocast for the frozen base (adapter weights stay fp32)."""
+    bf16_frozen_weights: bool = True
+    """With run.bf16: store the frozen base weights in bf16 (autocast casts them at every op anyway: this saves the
+    copies and half their memory); every trainable tensor stays fp32."""
     gradient_checkpointing: bool = False
     """Recompute block activations in backward (less memory, more time)."""
     compile: bool = False

@@ -190,5 +190,9 @@ class GlueTrainTask:
         return self._metrics(predictions)
 
 
+TASK_TYPES = {"e2e": E2ETask.task_type, "glue": GlueTrainTask.task_type}
+"""Recipe task -> the peft task type of its model."""
+
+
 def make_task(recipe: Recipe):
     return E2ETask(recipe) if recipe.task == "e2e" else GlueTrainTask(recipe)
