@@ -52,7 +52,7 @@ def main() -> None:
     from peftlab import LoraConfig, get_peft_model
     from peftlab.data import linearize_mr, load_e2e
     from peftlab.generate import generate_texts
-    from peftlab.train.loop import resolve_attn_implementation
+    from peftlab.train.speed import resolve_attn_implementation
     from peftlab.zoo import load_model, load_tokenizer
 
     torch.manual_seed(0)

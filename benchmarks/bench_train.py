@@ -75,7 +75,7 @@ def hf_peft_setup():
 
 def peftlab_setup(bf16: bool, base_dtype: str = "float32", attn: str = "sdpa", compile_blocks: bool = False):
     from peftlab import LoraConfig, get_peft_model
-    from peftlab.train.loop import compile_blocks as compile_model_blocks
+    from peftlab.train.speed import compile_blocks as compile_model_blocks
     from peftlab.train.tasks import TargetOnlyCausalLMLoss
     from peftlab.zoo import load_model
 

@@ -9,7 +9,7 @@ from conftest import make_batch, make_tiny
 from method_cases import METHOD_CASES
 from peftlab import get_peft_model
 from peftlab.train.checkpoint import training_state_params
-from peftlab.train.loop import cast_frozen_weights
+from peftlab.train.speed import cast_frozen_weights
 
 
 @pytest.mark.parametrize("case", [c for c in METHOD_CASES if "llama" in c.archs], ids=str)

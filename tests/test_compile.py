@@ -9,7 +9,7 @@ from conftest import make_batch, make_tiny
 from method_cases import METHOD_CASES
 from peftlab import ConfigError, get_peft_model
 from peftlab.registry import get_method
-from peftlab.train.loop import compile_blocks
+from peftlab.train.speed import compile_blocks
 
 
 def _train_losses(case, compiled: bool, steps: int = 3) -> tuple[list[float], dict[str, torch.Tensor]]:
@@ -63,7 +63,7 @@ def test_methods_without_compile_support_are_refused(case):
 def test_uncompile_restores_eager_blocks_for_decoding():
     from torch._dynamo.utils import counters
 
-    from peftlab.train.loop import uncompile_blocks
+    from peftlab.train.speed import uncompile_blocks
 
     torch._dynamo.reset()
     model = get_peft_model(make_tiny("llama"), METHOD_CASES[0].make_config("llama", True))

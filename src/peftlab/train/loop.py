@@ -19,13 +19,13 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from ..errors import ConfigError, PeftlabError
-from ..layout import get_layout
 from ..model import get_peft_model
-from ..registry import get_method
 from .checkpoint import load_checkpoint, save_checkpoint, training_state_params
 from .methods import build_method_config
 from .recipe import Recipe
 from .rundir import peak_memory_mb, prepare_run_dir, write_run_files
+from .speed import (cast_frozen_weights, compile_blocks, refuse_uncompilable, resolve_attn_implementation,
+                    uncompile_blocks)
 from .tasks import TASK_TYPES, make_task
 from .trackers import PROJECT_NAME, flatten_scalars, hparams, resolve_trackers, tracker_dir
 
@@ -38,56 +38,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def resolve_attn_implementation(choice: str) -> str:
-    """``auto``: eager attention on the CPU, where it trained E2E batches faster than sdpa's flash kernel
-    (``benchmarks/bench_train.py``), and sdpa on GPUs."""
-    if choice != "auto":
-        return choice
-    return "sdpa" if torch.cuda.is_available() else "eager"
-
-
-def cast_frozen_weights(peft_model, dtype: torch.dtype) -> int:
-    """Cast every floating-point parameter outside the training state (the frozen base weights) to ``dtype``, in
-    place; trainable tensors and the adapters' saved state keep theirs. Returns the number of elements cast."""
-    keep = {id(p) for p in training_state_params(peft_model).values()}
-    cast = 0
-    for param in peft_model.parameters():
-        if id(param) not in keep and param.is_floating_point() and param.dtype != dtype:
-            param.data = param.data.to(dtype)
-            cast += param.numel()
-    return cast
-
-
-def compile_blocks(peft_model) -> int:
-    """``torch.compile`` every transformer block in place (regional compilation: one graph serves all blocks, shapes
-    are dynamic, so the varying batch lengths of dynamic padding do not recompile). Returns the number of blocks."""
-    for name, config in peft_model.peft_config.items():
-        if not peft_model._tuner(name).supports_compile:
-            raise ConfigError(f"run.compile: method {config.peft_type!s} (adapter {name!r}) does not support "
-                              "torch.compile of the blocks; set run.compile=false")
-    targets = _compile_targets(peft_model)
-    for block in targets:
-        block.compile(dynamic=True)
-    return len(targets)
-
-
-def uncompile_blocks(peft_model) -> None:
-    """Undo :func:`compile_blocks` (decoding with a KV cache would recompile the blocks at every new length)."""
-    for block in _compile_targets(peft_model):
-        block._compiled_call_impl = None  # what nn.Module.compile sets
-
-
-def _compile_targets(peft_model) -> list[torch.nn.Module]:
-    from ..tuners.base import AdapterLayer
-
-    targets = []
-    for block in get_layout(peft_model.model).blocks():
-        while isinstance(block, AdapterLayer) and not block.attached:  # a block wrapper (Solo) keeps its Python-side
-            block = block.base_layer  # bookkeeping outside the graph: compile the transformers block it wraps
-        targets.append(block)
-    return targets
 
 
 def _steps_plan(recipe: Recipe, batches_per_epoch: int) -> int:
@@ -107,9 +57,8 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, prog
     output_dir = Path(recipe.run.output_dir)
     # everything that can be checked without data or weights is checked before the run folder is touched
     peft_config = build_method_config(recipe.method, recipe.method_args, TASK_TYPES[recipe.task])
-    if recipe.run.compile and not get_method(peft_config).tuner_cls.supports_compile:
-        raise ConfigError(f"run.compile: method {recipe.method!r} does not support torch.compile of the blocks; "
-                          "set run.compile=false")
+    if recipe.run.compile:
+        refuse_uncompilable([peft_config])
     trackers = resolve_trackers(recipe.run.report_to)
     accelerator = Accelerator(mixed_precision="bf16" if recipe.run.bf16 else "no", cpu=multi_cpu,
                               gradient_accumulation_steps=recipe.optim.grad_accum,

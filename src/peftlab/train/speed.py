@@ -1,0 +1,68 @@
+"""Speed options of the training loop: the attention kernel, bf16 frozen weights, and torch.compile of the blocks.
+Measured in ``benchmarks/bench_train.py``; see docs/training.md (Speed)."""
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+
+from ..config import PeftConfig
+from ..errors import ConfigError
+from ..layout import get_layout
+from ..registry import get_method
+from .checkpoint import training_state_params
+
+
+def refuse_uncompilable(configs: Iterable[PeftConfig]) -> None:
+    """Raise ConfigError for a method whose tuner does not declare ``supports_compile``."""
+    for config in configs:
+        if not get_method(config).tuner_cls.supports_compile:
+            raise ConfigError(f"run.compile: method {config.peft_type} does not support torch.compile of the blocks "
+                              "(tests/test_compile.py); set run.compile=false")
+
+
+def resolve_attn_implementation(choice: str) -> str:
+    """``auto``: eager attention on the CPU, where it trained E2E batches faster than sdpa's flash kernel
+    (``benchmarks/bench_train.py``), and sdpa on GPUs."""
+    if choice != "auto":
+        return choice
+    return "sdpa" if torch.cuda.is_available() else "eager"
+
+
+def cast_frozen_weights(peft_model, dtype: torch.dtype) -> int:
+    """Cast every floating-point parameter outside the training state (the frozen base weights) to ``dtype``, in
+    place; trainable tensors and the adapters' saved state keep theirs. Returns the number of elements cast."""
+    keep = {id(p) for p in training_state_params(peft_model).values()}
+    cast = 0
+    for param in peft_model.parameters():
+        if id(param) not in keep and param.is_floating_point() and param.dtype != dtype:
+            param.data = param.data.to(dtype)
+            cast += param.numel()
+    return cast
+
+
+def compile_blocks(peft_model) -> int:
+    """``torch.compile`` every transformer block in place (regional compilation: one graph serves all blocks, shapes
+    are dynamic, so the varying batch lengths of dynamic padding do not recompile). Returns the number of blocks."""
+    refuse_uncompilable(peft_model.peft_config.values())
+    targets = _compile_targets(peft_model)
+    for block in targets:
+        block.compile(dynamic=True)
+    return len(targets)
+
+
+def uncompile_blocks(peft_model) -> None:
+    """Undo :func:`compile_blocks` (decoding with a KV cache would recompile the blocks at every new length)."""
+    for block in _compile_targets(peft_model):
+        block._compiled_call_impl = None  # what nn.Module.compile sets
+
+
+def _compile_targets(peft_model) -> list[torch.nn.Module]:
+    from ..tuners.base import AdapterLayer
+
+    targets = []
+    for block in get_layout(peft_model.model).blocks():
+        while isinstance(block, AdapterLayer) and not block.attached:  # a block wrapper (Solo) keeps its Python-side
+            block = block.base_layer  # bookkeeping outside the graph: compile the transformers block it wraps
+        targets.append(block)
+    return targets
