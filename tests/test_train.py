@@ -142,3 +142,13 @@ def test_nan_loss_stops_with_clear_error(tmp_path, shared_data):
                      "--train-limit", "32", "--eval-limit", "16", "--max-steps", "4", "--data-dir", str(shared_data),
                      "--output-dir", str(tmp_path / "nan"), "--no-progress", "optim.lr=1e30", "optim.warmup_steps=0",
                      "optim.batch_size=8"])
+
+
+def test_attention_choice_for_training_and_decoding():
+    from peftlab.train.speed import decoding_attn_implementation, resolve_attn_implementation
+
+    expected_train = "sdpa" if torch.cuda.is_available() else "eager"
+    assert resolve_attn_implementation("auto") == expected_train
+    assert resolve_attn_implementation("sdpa") == "sdpa" and resolve_attn_implementation("eager") == "eager"
+    assert decoding_attn_implementation("auto") == (None if expected_train == "sdpa" else "sdpa")
+    assert decoding_attn_implementation("eager") is None  # an explicit choice is kept for decoding too

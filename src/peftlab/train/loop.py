@@ -24,8 +24,8 @@ from .checkpoint import load_checkpoint, save_checkpoint, training_state_params
 from .methods import build_method_config
 from .recipe import Recipe
 from .rundir import peak_memory_mb, prepare_run_dir, write_run_files
-from .speed import (cast_frozen_weights, compile_blocks, refuse_uncompilable, resolve_attn_implementation,
-                    uncompile_blocks)
+from .speed import (cast_frozen_weights, compile_blocks, decoding_attn_implementation, refuse_uncompilable,
+                    resolve_attn_implementation, uncompile_blocks)
 from .tasks import TASK_TYPES, make_task
 from .trackers import PROJECT_NAME, flatten_scalars, hparams, resolve_trackers, tracker_dir
 
@@ -191,6 +191,9 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, prog
         _restore_adapter(peft_model, best_state)
     if recipe.run.compile:
         uncompile_blocks(peft_model)
+    decode_attention = decoding_attn_implementation(recipe.model.attn_implementation)
+    if decode_attention:
+        peft_model.model.set_attn_implementation(decode_attention)
     accelerator.wait_for_everyone()
     metrics: dict[str, Any] = {}
     if main:
