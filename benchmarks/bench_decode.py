@@ -2,9 +2,10 @@
 
 ``hf_peft_fp32`` is the loop the issue measured: HF peft's LoRA model, the first ``--baseline-limit`` test MRs in
 input order, batch 16, greedy, up to 60 new tokens, no stop at the end of the line. peftlab decodes the same MRs
-(``peftlab_same_mrs``: once per unique MR, batched by prompt length, KV cache, stop at EOS or a line break, eager
-attention), then all 630 test MRs greedily and with beam search. Both models carry the same fresh LoRA adapter
-(B = 0, so their outputs are the base model's). Peak RSS is the process's, after all runs.
+(``peftlab_same_mrs``: once per unique MR, batched by prompt length, KV cache, stop at EOS or a line break, with
+the attention kernel `peftlab train` decodes with: sdpa on the CPU), then all 630 test MRs greedily and with beam
+search. Both models carry the same fresh LoRA adapter (B = 0, so their outputs are the base model's). Peak RSS is
+the process's, after all runs.
 
     .venv/bin/python benchmarks/bench_decode.py [--limit 630] [--batch-size 64] [--beams 1 4] [--baseline-limit 64]
 """
@@ -52,7 +53,7 @@ def main() -> None:
     from peftlab import LoraConfig, get_peft_model
     from peftlab.data import linearize_mr, load_e2e
     from peftlab.generate import generate_texts
-    from peftlab.train.speed import resolve_attn_implementation
+    from peftlab.train.speed import decoding_attn_implementation, resolve_attn_implementation
     from peftlab.zoo import load_model, load_tokenizer
 
     torch.manual_seed(0)
@@ -69,7 +70,9 @@ def main() -> None:
         print(f"{name:<22} {len(outputs):>4} MRs in {seconds:7.1f} s ({len(outputs) / seconds:6.2f} MR/s, "
               f"{words:.1f} words/output)", flush=True)
 
-    model = get_peft_model(load_model("smollm2-135m", attn_implementation=resolve_attn_implementation("auto")),
+    attention = decoding_attn_implementation("auto") or resolve_attn_implementation("auto")  # as `peftlab train`
+    results["attn_implementation"] = attention
+    model = get_peft_model(load_model("smollm2-135m", attn_implementation=attention),
                            LoraConfig(r=4, lora_alpha=32, target_modules=["q", "v"]))
     if args.baseline_limit:
         subset = prompts[: args.baseline_limit]
