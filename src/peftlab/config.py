@@ -184,3 +184,16 @@ def field_docs(config_cls: type) -> dict[str, str]:
                     and isinstance(following.value.value, str)):
                 docs[node.target.id] = " ".join(following.value.value.split())
     return docs
+
+
+def flatten_dotted(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested mapping (a recipe) with dotted keys: ``{"optim": {"lr": 1e-3}}`` -> ``{"optim.lr": 1e-3}``; an empty
+    mapping stays a value."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flatten_dotted(value, name + "."))
+        else:
+            out[name] = value
+    return out

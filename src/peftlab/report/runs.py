@@ -16,6 +16,7 @@ from typing import Any, Iterable, Sequence
 
 import yaml
 
+from ..config import flatten_dotted
 from ..errors import DataError
 
 __all__ = ["E2E_METRICS", "Group", "RunFolderError", "RunRecord", "Stat", "aggregate", "expand_run_dirs",
@@ -192,7 +193,7 @@ class Group:
 
     def recipe_differences(self) -> list[str]:
         """Recipe fields (dotted) that differ between this group's runs, other than the seed and output folder."""
-        flat = [_flatten(run.config) for run in self.runs]
+        flat = [flatten_dotted(run.config) for run in self.runs]
         shared = set.intersection(*(set(f) for f in flat)) if flat else set()
         return sorted(k for k in shared if k not in _PER_RUN_FIELDS and len({_canon(f[k]) for f in flat}) > 1)
 
@@ -218,23 +219,12 @@ def _canon(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str)
 
 
-def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            out.update(_flatten(value, name + "."))
-        else:
-            out[name] = value
-    return out
-
-
 def group_runs(runs: Sequence[RunRecord], group_by: Sequence[str] = ()) -> list[Group]:
     """Group ``runs`` by (task, method, model, method_args) and the dotted recipe fields ``group_by`` (say
     ``run.bf16`` or ``optim.lr``), in order of first appearance, and label groups."""
     groups: dict[tuple[str, ...], Group] = {}
     for run in runs:
-        flat = _flatten(run.config)
+        flat = flatten_dotted(run.config)
         for name in group_by:
             if name not in flat:
                 raise RunFolderError(f"{run.path}: --group-by {name!r} is not a recipe field of this run "

@@ -44,7 +44,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         grad_hidden = torch.empty_like(hidden) if need_hidden_grad else None
         grad_weight = torch.zeros(weight.shape, dtype=acc_dtype, device=weight.device) if need_weight_grad else None
         grad_bias = torch.zeros(vocab, dtype=acc_dtype, device=weight.device) if need_bias_grad else None
-        w_colsum = w.to(acc_dtype).sum(dim=0) if (need_hidden_grad and eps) else None  # (d,)
+        w_colsum = w.sum(dim=0, dtype=acc_dtype) if (need_hidden_grad and eps) else None  # (d,), no fp32 copy of W
         total = torch.zeros((), dtype=acc_dtype, device=hidden.device)
         for start in range(0, n_rows, chunk_rows):
             rows = slice(start, min(start + chunk_rows, n_rows))
@@ -64,8 +64,8 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 if eps:
                     g -= (eps / vocab) * w_colsum
                 grad_hidden[rows] = (g * scale).to(hidden.dtype)
-            h_acc = h.to(acc_dtype)
             if grad_weight is not None:
+                h_acc = h.to(acc_dtype)
                 grad_weight += (probs.T @ h).to(acc_dtype) * scale
                 grad_weight.index_add_(0, t, h_acc, alpha=-(1 - eps) * scale)
                 if eps:

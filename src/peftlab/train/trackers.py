@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..config import flatten_dotted
 from ..errors import ConfigError
 
 # accelerate's tracker name -> the package it imports (any one of them is enough)
@@ -84,18 +85,10 @@ def _numbers(value: Any) -> list[float]:
     return []
 
 
-def hparams(recipe_dict: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """The resolved recipe flattened to the scalar types trackers store as hyper-parameters."""
-    flat: dict[str, Any] = {}
-    for key, value in recipe_dict.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(hparams(value, prefix=f"{name}."))
-        elif value is None or isinstance(value, (bool, int, float, str)):
-            flat[name] = value if value is not None else "None"
-        else:
-            flat[name] = str(value)
-    return flat
+def hparams(recipe_dict: dict[str, Any]) -> dict[str, Any]:
+    """The resolved recipe with dotted keys, its values as the scalar types trackers store as hyper-parameters."""
+    return {name: value if isinstance(value, (bool, int, float, str)) else str(value)
+            for name, value in flatten_dotted(recipe_dict).items()}
 
 
 def tracker_dir(output_dir: Path) -> Path:
