@@ -18,8 +18,10 @@ from peftlab.tuners.solo import (
     complete_homotopy,
     current_t,
     homotopy_step,
+    resolve_ramp_steps,
     set_homotopy_step,
     solo_states,
+    unfinished_ramps,
 )
 
 PREFIX = "base_model.model."
@@ -64,7 +66,8 @@ def reference_logits(arch: str, config: SoloConnectionConfig, saved: dict[str, t
         return W, saved.get(key(site, f"maps.{name}.bias"))
 
     def t(i: int, j: int) -> float:
-        schedule = min(1.0, step / config.ramp_steps)
+        ramp = config.ramp_steps if isinstance(config.ramp_steps, int) else 500  # unresolved auto: the fallback
+        schedule = min(1.0, step / ramp)
         if config.t_mode == "constant":
             return config.t_constant
         name = "from_emb" if i < 0 else f"from_{i}"
@@ -171,22 +174,58 @@ def test_schedule_ramps_with_optimizer_steps_and_is_saved(tmp_path):
     assert homotopy_step(loaded) == 4 and current_t(loaded)["t[0->1]"] == 1.0
 
 
-def test_schedule_at_step_zero_is_identity_with_zero_grads_then_trains():
+def test_schedule_at_step_zero_is_identity_and_the_first_step_already_trains():
+    """t = 0 at inference before any step (exactly the base model), but the forward of optimizer step k uses
+    t = k / T, so step 1 has a gradient on B (the old t = 0 at step 1 wasted the first step)."""
     base = make_tiny("gpt2")
     batch = make_batch("gpt2")
     with torch.no_grad():
-        reference = model_output(base, batch)
+        reference = model_output(base.eval(), batch)
     model = get_peft_model(base, SoloConnectionConfig(topology="span-1", ramp_steps=10))
     with torch.no_grad():
-        torch.testing.assert_close(model_output(model, batch), reference, atol=0, rtol=0)
-    model(**batch).loss.backward()
-    grads = [p.grad for p in model.parameters() if p.requires_grad]
-    assert all(g is not None and not g.any() for g in grads)  # t = 0: nothing to learn yet
-    advance_homotopy(model)
-    model.zero_grad()
+        torch.testing.assert_close(model_output(model.eval(), batch), reference, atol=0, rtol=0)
+        torch.testing.assert_close(model_output(model.train(), batch), reference, atol=0, rtol=0)  # B = 0
+    model.train()
     model(**batch).loss.backward()
     B = [p for n, p in model.named_parameters() if n.endswith(".B")]
     assert B and all(p.grad.abs().sum() > 0 for p in B)
+    state = next(iter(solo_states(model).values()))
+    assert float(state.schedule_factor(training=True)) == pytest.approx(0.1)
+    assert float(state.schedule_factor()) == 0.0
+
+
+def test_auto_ramp_follows_the_run_and_reaches_one_at_the_last_step():
+    config = SoloConnectionConfig(topology="span-1")
+    assert config.ramp_steps == "auto"
+    assert config.auto_ramp_steps(40, warmup_steps=4) == 4  # the warm-up (the spec's T_h)
+    assert config.auto_ramp_steps(40, warmup_steps=0) == 4  # else ramp_fraction (0.1) of the planned steps
+    assert config.auto_ramp_steps(3, warmup_steps=100) == 3  # never longer than the run
+    model = get_peft_model(make_tiny("gpt2"), SoloConnectionConfig(topology="span-1"))
+    assert resolve_ramp_steps(model, total_steps=5, warmup_steps=0) == {"default": 1}
+    assert model.peft_config["default"].ramp_steps == 1  # the saved adapter records the number
+    optim = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    handle = attach_homotopy_schedule(optim, model)
+    for _ in range(5):
+        optim.zero_grad()
+        model(**make_batch("gpt2")).loss.backward()
+        optim.step()
+    handle.remove()
+    assert not unfinished_ramps(model) and current_t(model)["t[0->1]"] == 1.0
+
+
+def test_a_ramp_longer_than_the_run_is_warned_about():
+    model = get_peft_model(make_tiny("gpt2"), SoloConnectionConfig(topology="span-1", ramp_steps=500))
+    with pytest.warns(UserWarning, match=r"ramp_steps=500 is longer than the run's 40 .* t = 0\.080 < 1"):
+        resolve_ramp_steps(model, total_steps=40)
+    advance_homotopy(model, 40)
+    assert unfinished_ramps(model) == {"default": pytest.approx(0.08)}
+
+
+def test_unresolved_auto_ramp_falls_back_with_a_warning():
+    model = get_peft_model(make_tiny("gpt2"), SoloConnectionConfig(topology="span-1"))
+    state = next(iter(solo_states(model).values()))
+    with pytest.warns(UserWarning, match="ramp_steps='auto' was not resolved"):
+        assert state.effective_ramp_steps() == 500
 
 
 def test_advance_homotopy_touches_only_the_active_adapter():
@@ -429,7 +468,9 @@ def test_config_round_trip_and_alias(tmp_path):
     (dict(rank=-4), r"rank: must be in \[1, hidden_size\]"),
     (dict(rank="8"), r"rank: expected int \| None"),
     (dict(dropout=1.0), r"dropout: expected a probability in \[0, 1\)"),
-    (dict(ramp_steps=0), r"ramp_steps: must be >= 1"),
+    (dict(ramp_steps=0), r"ramp_steps: must be .auto. or >= 1"),
+    (dict(ramp_steps="soon"), r"ramp_steps: expected int \| 'auto', got 'soon'"),
+    (dict(ramp_fraction=0.0), r"ramp_fraction: must be in \(0, 1\]"),
     (dict(t_constant=0.0), r"t_constant: must be in \(0, 1\]"),
     (dict(t_mode="cosine"), r"t_mode: expected one of"),
 ])

@@ -152,3 +152,25 @@ def test_attention_choice_for_training_and_decoding():
     assert resolve_attn_implementation("sdpa") == "sdpa" and resolve_attn_implementation("eager") == "eager"
     assert decoding_attn_implementation("auto") == (None if expected_train == "sdpa" else "sdpa")
     assert decoding_attn_implementation("eager") is None  # an explicit choice is kept for decoding too
+
+
+def test_resume_restores_the_best_snapshot_when_nothing_improves_afterwards(tmp_path, shared_data):
+    """The best step comes before the checkpoint a run resumes from, and no later step beats it: the resumed run
+    must still ship (and evaluate) the best step's weights, exactly like the uninterrupted run."""
+    common = ["--model", "minilm-l6", "--method", "lora", "--task", "sst2", "--train-limit", "64",
+              "--eval-limit", "32", "--data-dir", str(shared_data), "--no-progress", "optim.batch_size=8",
+              "optim.warmup_steps=0", "optim.lr=0.05", "optim.schedule=constant", "run.eval_every=2"]
+    full, part = tmp_path / "full", tmp_path / "part"
+    assert main(["train", "glue", *common, "--max-steps", "8", "--output-dir", str(full)]) == 0
+    reference = json.loads((full / "metrics.json").read_text())
+    assert reference["best_step"] < 6, "precondition: the best step must come before the resumed checkpoint"
+    assert main(["train", "glue", *common, "--max-steps", "6", "--output-dir", str(part)]) == 0
+    assert (part / "checkpoint" / "best.safetensors").is_file()
+    assert main(["train", "glue", *common, "--max-steps", "8", "--output-dir", str(part), "--resume"]) == 0
+    resumed = json.loads((part / "metrics.json").read_text())
+    assert resumed["best_step"] == reference["best_step"] and resumed["accuracy"] == reference["accuracy"]
+    want = load_file(str(full / "adapter" / "adapter_model.safetensors"))
+    got = load_file(str(part / "adapter" / "adapter_model.safetensors"))
+    assert want.keys() == got.keys()
+    for key in want:
+        torch.testing.assert_close(got[key], want[key], atol=1e-6, rtol=1e-5)

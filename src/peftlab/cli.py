@@ -20,6 +20,7 @@ _CLI_MODULES = (
     "peftlab.describe",
     "peftlab.train.cli",
     "peftlab.report",
+    "peftlab.bench.cli",
 )
 
 

@@ -22,6 +22,13 @@ CONFIG_NAME = "adapter_config.json"
 
 
 def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        return " | ".join(_type_name(option) for option in typing.get_args(tp))
+    if origin is Literal:
+        return " | ".join(repr(v) for v in typing.get_args(tp))
+    if tp is type(None):
+        return "None"
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 

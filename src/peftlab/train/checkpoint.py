@@ -20,6 +20,10 @@ from ..errors import AdapterLoadError
 from ..io import write_safetensors
 
 
+BEST_FILE = "best.safetensors"
+"""The best step's snapshot inside a checkpoint folder."""
+
+
 def training_state_params(peft_model) -> dict[str, torch.nn.Parameter]:
     """Every trainable parameter plus the adapters' non-trainable saved state (e.g. Solo's step), once each,
     under the module-tree name."""
@@ -34,11 +38,16 @@ def _checkpoint_tensors(peft_model) -> dict[str, torch.Tensor]:
     return {n: p.detach() for n, p in training_state_params(peft_model).items()}
 
 
-def save_checkpoint(directory: Path, peft_model, optimizer, scheduler, state: dict[str, Any]) -> None:
+def save_checkpoint(directory: Path, peft_model, optimizer, scheduler, state: dict[str, Any],
+                    best: dict[str, torch.Tensor] | None = None) -> None:
+    """Write the checkpoint; ``best`` is the best step's snapshot (same names as the trainable state), kept so a
+    resumed run can still restore it when no later step improves."""
     tmp = directory.with_name(directory.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     write_safetensors(_checkpoint_tensors(peft_model), tmp / "params.safetensors")
+    if best is not None:
+        write_safetensors(best, tmp / BEST_FILE)
     torch.save({
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
@@ -85,3 +94,19 @@ def load_checkpoint(directory: Path, peft_model, optimizer, scheduler) -> dict[s
     version, internal, gauss = state.pop("python_rng")
     random.setstate((version, tuple(internal), gauss))
     return state
+
+
+def load_best_snapshot(directory: Path, peft_model) -> dict[str, torch.Tensor] | None:
+    """The best step's snapshot saved in checkpoint ``directory``, or None if it has none (older checkpoints)."""
+    path = directory / BEST_FILE
+    if not path.is_file():
+        return None
+    try:
+        tensors = load_file(str(path))
+    except (OSError, RuntimeError, ValueError) as err:
+        raise AdapterLoadError(f"{path}: unreadable best-step snapshot ({err})") from None
+    differing = sorted(set(tensors) ^ set(training_state_params(peft_model)))
+    if differing:
+        raise AdapterLoadError(f"{path}: best-step snapshot does not match this model/method (differing tensors: "
+                               f"{differing[:3]})")
+    return tensors

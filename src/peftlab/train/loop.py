@@ -20,7 +20,7 @@ from transformers import get_scheduler
 
 from ..errors import ConfigError, PeftlabError
 from ..model import get_peft_model
-from .checkpoint import load_checkpoint, save_checkpoint, training_state_params
+from .checkpoint import BEST_FILE, load_best_snapshot, load_checkpoint, save_checkpoint, training_state_params
 from .methods import build_method_config
 from .recipe import Recipe
 from .rundir import peak_memory_mb, prepare_run_dir, write_run_files
@@ -104,14 +104,30 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, prog
                               num_training_steps=total_steps)
     loss_module, optimizer, loader, scheduler = accelerator.prepare(loss_module, optimizer, loader, scheduler)
 
+    for name in peft_model.peft_config:  # e.g. Solo's ramp_steps="auto" follows the planned steps
+        peft_model._tuner(name).on_train_begin(peft_model, name, total_steps, recipe.optim.warmup_steps)
+
     ckpt_dir = output_dir / "checkpoint"
     state = {"step": 0, "epoch": 0, "batches_done": 0, "best": None, "tokens": 0, "train_seconds": 0.0}
+    best_state: dict[str, torch.Tensor] | None = None
     if resume and ckpt_dir.exists():
         state = load_checkpoint(ckpt_dir, peft_model, optimizer, scheduler)
+        best_state = load_best_snapshot(ckpt_dir, peft_model)
         if main:
             print(f"[train] resumed from {ckpt_dir} at step {state['step']}")
-    best_state = _adapter_snapshot(peft_model) if state["best"] is None else None
+        if best_state is None and state["best"] is not None:
+            if state["best"]["step"] != state["step"]:
+                raise ConfigError(f"{ckpt_dir}: the checkpoint names best step {state['best']['step']} but holds no "
+                                  f"snapshot of it ({BEST_FILE}; written by older peftlab versions); resuming would "
+                                  "ship the wrong weights. Restart the run with --overwrite")
+            best_state = _adapter_snapshot(peft_model)  # the best step is the checkpoint's own step
+    elif resume and main:
+        print(f"[train] --resume: no checkpoint in {output_dir}; starting from step 0")
+    if best_state is None:
+        best_state = _adapter_snapshot(peft_model)
     log_path = output_dir / "metrics.jsonl"
+    if resume and main:  # records written after the checkpoint are replayed by this run: drop them
+        _truncate_log(log_path, state["step"] if ckpt_dir.exists() else -1)
     eval_every = recipe.run.eval_every or max(1, len(loader) // recipe.optim.grad_accum)
     ckpt_every = recipe.run.checkpoint_every or eval_every
 
@@ -131,7 +147,7 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, prog
             best_state = _adapter_snapshot(peft_model)
         log({"step": step, "eval": scores, "best_step": state["best"]["step"]})
         if main and step > 0 and (step % ckpt_every == 0 or step == total_steps):
-            save_checkpoint(ckpt_dir, peft_model, optimizer, scheduler, state)
+            save_checkpoint(ckpt_dir, peft_model, optimizer, scheduler, state, best=best_state)
 
     if state["step"] == 0:  # the starting point: logged, printed, and a candidate for the best step
         evaluate_and_checkpoint(0)
@@ -184,6 +200,8 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, prog
             state["epoch"] += 1
             state["batches_done"] = 0
     bar.close()
+    for name in peft_model.peft_config:
+        peft_model._tuner(name).on_train_end(peft_model, name)
     if main and state["best"]:
         print(f"[train] best step {state['best']['step']}: {_format_scores(state['best'])}")
 
@@ -215,6 +233,24 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, prog
     if trackers:
         accelerator.end_training()
     return metrics
+
+
+def _truncate_log(path: Path, last_step: int) -> None:
+    """Keep the records of ``path`` up to and including step ``last_step`` (-1: none)."""
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text(encoding="utf-8").splitlines(keepends=True)
+            if line.strip() and _record_step(line) <= last_step]
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(kept), encoding="utf-8")
+    tmp.replace(path)
+
+
+def _record_step(line: str) -> int:
+    try:
+        return int(json.loads(line).get("step", 0))
+    except (ValueError, AttributeError):
+        return 1 << 62  # a torn last line from a killed run: dropped
 
 
 def _format_scores(scores: dict[str, Any]) -> str:

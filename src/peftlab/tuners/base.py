@@ -211,6 +211,15 @@ class Tuner:
 
     # --- training hooks (the training loop calls these for every adapter; defaults do nothing) ---------------
     @classmethod
+    def on_train_begin(cls, peft_model, adapter_name: str, total_steps: int, warmup_steps: int) -> None:
+        """Called once before training with the run's planned optimizer steps and warm-up (e.g. Solo Connection
+        fits ramp_steps="auto" to the run)."""
+
+    @classmethod
+    def on_train_end(cls, peft_model, adapter_name: str) -> None:
+        """Called once after the last optimizer step, before the final evaluation (e.g. warnings about state)."""
+
+    @classmethod
     def on_optimizer_step(cls, peft_model, adapter_name: str) -> None:
         """Called after each optimizer step (e.g. Solo Connection advances its homotopy step count)."""
 

@@ -26,6 +26,11 @@ class GatedPrefixConfig(PrefixTuningConfig):
     """[RECON] Activation inside the R-a / R-c residual MLP (ReLU is ResidualPrompts' ResMLP default)."""
     residual_layer_norm: bool = True
     """[RECON] LayerNorm on the R-a / R-c residual branch (on in ResidualPrompts' ResMLP)."""
+    residual_ln_gain: float = 0.25
+    """[RECON] Initial weight (gain) of that LayerNorm, i.e. the rms of every prefix coordinate at init (the LN
+    output has unit variance, so gain 1 gives keys and values of rms 1 in every layer)."""
+    residual_embedding_std: float = 0.02
+    """[RECON] Init std of R-a / R-c's free vectors e_j (N(0, std^2))."""
     direct_init: Literal["zeros", "normal"] = "zeros"
     """[RECON] Init of R-b's direct term: zeros, so training starts from plain Li&Liang prefix tuning."""
     gate: Literal["none", "G-a", "G-b", "G-c"] = "G-a"
@@ -64,7 +69,9 @@ class GatedPrefixConfig(PrefixTuningConfig):
         return PrefixSpec(
             num_virtual_tokens=self.num_virtual_tokens, hidden=self.encoder_hidden_size,
             reparameterization=reparameterization, activation=self.residual_activation,
-            layer_norm=self.residual_layer_norm, direct_init=self.direct_init, gate=self.gate,
+            layer_norm=self.residual_layer_norm,
+            layer_norm_gain=self.residual_ln_gain,
+            embedding_std=self.residual_embedding_std, direct_init=self.direct_init, gate=self.gate,
             gate_application=self.gate_application, gate_init=self.gate_init, dropout=self.prefix_dropout,
             position_offset=self.prefix_position_offset, init_weights=self.init_weights,
         )

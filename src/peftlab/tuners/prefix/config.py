@@ -24,6 +24,8 @@ class PrefixSpec:
     reparameterization: str  # one of REPARAMETERIZATIONS
     activation: str  # residual MLP activation (R-a, R-c)
     layer_norm: bool  # LayerNorm in the residual branch (R-a, R-c)
+    layer_norm_gain: float  # initial LayerNorm weight (the residual branch's output scale at init)
+    embedding_std: float  # init std of R-a / R-c's free vectors e_j
     direct_init: str  # R-b direct term init
     gate: str  # "none", "G-a", "G-b", "G-c"
     gate_application: str  # "kv", "values", "logit_bias", "separate"
@@ -75,6 +77,7 @@ class PrefixTuningConfig(PeftConfig):
         return PrefixSpec(
             num_virtual_tokens=self.num_virtual_tokens, hidden=self.encoder_hidden_size,
             reparameterization="mlp" if self.prefix_projection else "direct", activation="tanh", layer_norm=False,
-            direct_init="zeros", gate="none", gate_application="kv", gate_init="one", dropout=self.prefix_dropout,
+            layer_norm_gain=1.0, embedding_std=0.02, direct_init="zeros", gate="none", gate_application="kv",
+            gate_init="one", dropout=self.prefix_dropout,
             position_offset=self.prefix_position_offset, init_weights=True,
         )

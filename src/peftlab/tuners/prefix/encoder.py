@@ -112,11 +112,14 @@ class LiLiangMLP(PrefixEncoder):
 class ResidualMLP(nn.Module):
     """Residual Prompt Tuning's ResMLP: x + LN(W2 act(W1 x + b1) + b2) (LN optional)."""
 
-    def __init__(self, width: int, hidden: int, activation: str, layer_norm: bool) -> None:
+    def __init__(self, width: int, hidden: int, activation: str, layer_norm: bool, gain: float = 1.0) -> None:
         super().__init__()
         layers: list[nn.Module] = [nn.Linear(width, hidden), _ACTIVATIONS[activation](), nn.Linear(hidden, width)]
         if layer_norm:
-            layers.append(nn.LayerNorm(width))
+            norm = nn.LayerNorm(width)
+            with torch.no_grad():
+                norm.weight.fill_(gain)  # the branch's per-coordinate rms at init
+            layers.append(norm)
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -127,11 +130,11 @@ class FullResidual(PrefixEncoder):
     """R-a: a free vector e_j in R^D per token plus a full-width residual MLP (Residual Prompt Tuning style)."""
 
     def __init__(self, n_layers: int, n_kv_heads: int, head_dim: int, length: int, hidden: int, activation: str,
-                 layer_norm: bool) -> None:
+                 layer_norm: bool, gain: float = 1.0, embedding_std: float = 0.02) -> None:
         super().__init__(n_layers, n_kv_heads, head_dim, length)
         width = n_layers * self.layer_width
-        self.embedding = nn.Parameter(torch.randn(length, width) * 0.02)
-        self.residual = ResidualMLP(width, hidden, activation, layer_norm)
+        self.embedding = nn.Parameter(torch.randn(length, width) * embedding_std)
+        self.residual = ResidualMLP(width, hidden, activation, layer_norm, gain)
 
     def full(self) -> torch.Tensor:
         return self.residual(self.embedding)  # the LayerNorm spans all layers: no per-layer shortcut
@@ -141,10 +144,10 @@ class PerLayerResidual(PrefixEncoder):
     """R-c: per-layer free vectors e^i in R^{l x 2 d_kv} through one residual MLP shared by all layers."""
 
     def __init__(self, n_layers: int, n_kv_heads: int, head_dim: int, length: int, hidden: int, activation: str,
-                 layer_norm: bool) -> None:
+                 layer_norm: bool, gain: float = 1.0, embedding_std: float = 0.02) -> None:
         super().__init__(n_layers, n_kv_heads, head_dim, length)
-        self.embedding = nn.Parameter(torch.randn(n_layers, length, self.layer_width) * 0.02)
-        self.residual = ResidualMLP(self.layer_width, hidden, activation, layer_norm)
+        self.embedding = nn.Parameter(torch.randn(n_layers, length, self.layer_width) * embedding_std)
+        self.residual = ResidualMLP(self.layer_width, hidden, activation, layer_norm, gain)
 
     def full(self) -> torch.Tensor:
         out = self.residual(self.embedding)  # (L, l, 2 d_kv)
@@ -182,9 +185,11 @@ def build_encoder(spec: PrefixSpec, n_layers: int, n_kv_heads: int, head_dim: in
         return LiLiangMLP(n_layers, n_kv_heads, head_dim, l, d_model, m, direct_term=kind == "R-b",
                           direct_init=spec.direct_init)
     if kind == "R-a":
-        return FullResidual(n_layers, n_kv_heads, head_dim, l, m, spec.activation, spec.layer_norm)
+        return FullResidual(n_layers, n_kv_heads, head_dim, l, m, spec.activation, spec.layer_norm,
+                            spec.layer_norm_gain, spec.embedding_std)
     if kind == "R-c":
-        return PerLayerResidual(n_layers, n_kv_heads, head_dim, l, m, spec.activation, spec.layer_norm)
+        return PerLayerResidual(n_layers, n_kv_heads, head_dim, l, m, spec.activation, spec.layer_norm,
+                                spec.layer_norm_gain, spec.embedding_std)
     if kind == "R-d":
         return InnerResidual(n_layers, n_kv_heads, head_dim, l, d_model)
     raise ValueError(f"no encoder for reparameterization {kind!r}")

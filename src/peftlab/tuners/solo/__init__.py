@@ -5,7 +5,9 @@ from .homotopy import (
     complete_homotopy,
     current_t,
     homotopy_step,
+    resolve_ramp_steps,
     set_homotopy_step,
+    unfinished_ramps,
 )
 from .layer import SoloBlock, SoloMap, SoloSite, SoloState
 from .model import SoloTuner, solo_states
@@ -22,6 +24,8 @@ __all__ = [
     "complete_homotopy",
     "current_t",
     "homotopy_step",
+    "resolve_ramp_steps",
+    "unfinished_ramps",
     "set_homotopy_step",
     "solo_states",
 ]

@@ -19,6 +19,8 @@ from ...config import PeftConfig
 from ...errors import ConfigError
 
 _SPAN = re.compile(r"^span(?:-(\d+))?$")
+AUTO_FALLBACK_RAMP_STEPS = 500
+"""T_h of ramp_steps="auto" when no training loop resolved it (the previous fixed default)."""
 TOPOLOGY_NAMES = ("span", "span-<k>", "single", "to-last")
 _T_MODE_ALIASES = {"schedule×learned": "schedule*learned", "schedule_x_learned": "schedule*learned",
                    "schedule-learned": "schedule*learned"}
@@ -75,9 +77,16 @@ class SoloConnectionConfig(PeftConfig):
     peftlab.tuners.solo.attach_homotopy_schedule or advance_homotopy). "learned": t = g(theta) with trainable
     scalars theta (see learned_t). "schedule*learned" (also "schedule×learned"): the product. "constant":
     t = t_constant."""
-    ramp_steps: int = 500
-    """Schedule length T_h in optimizer steps (t reaches 1 after T_h steps). Default 500: the spec sets T_h to the
-    warmup, and the canonical LoRA E2E recipe warms up for 500 steps."""
+    ramp_steps: int | Literal["auto"] = "auto"
+    """Schedule length T_h in optimizer steps: optimizer step k (1-based) trains with t = min(1, k / T_h), and after
+    s steps the adapter infers with t = min(1, s / T_h). "auto" (default): T_h follows the run, resolved when
+    training starts (`peftlab train`, or `resolve_ramp_steps(model, total_steps, warmup_steps)` in your own loop):
+    the run's warm-up steps when it has a warm-up (the spec sets T_h to the warm-up), else ramp_fraction of the
+    planned steps; never more than the planned steps, so the last step trains and the adapter infers at t = 1.
+    An explicit T_h longer than the run ends at t < 1, which training warns about. The saved adapter records the
+    resolved number. (Until then "auto" falls back to AUTO_FALLBACK_RAMP_STEPS = 500, with a warning.)"""
+    ramp_fraction: float = 0.1
+    """ramp_steps="auto" in a run without warm-up: T_h = this fraction of the planned optimizer steps (at least 1)."""
     t_constant: float = 1.0
     """t for t_mode="constant", in (0, 1]. Default 1.0: the "constant 1" ablation of the spec."""
     learned_t: Literal["clamp", "sigmoid"] = "clamp"
@@ -135,9 +144,12 @@ class SoloConnectionConfig(PeftConfig):
             raise ConfigError(f"{name}.dropout: expected a probability in [0, 1), got {self.dropout}")
         if self.init_up_std <= 0:
             raise ConfigError(f"{name}.init_up_std: must be > 0, got {self.init_up_std}")
-        if self.ramp_steps < 1:
-            raise ConfigError(f"{name}.ramp_steps: must be >= 1 optimizer step, got {self.ramp_steps} "
+        if self.ramp_steps != "auto" and (isinstance(self.ramp_steps, bool) or not isinstance(self.ramp_steps, int)
+                                          or self.ramp_steps < 1):
+            raise ConfigError(f"{name}.ramp_steps: must be 'auto' or >= 1 optimizer step, got {self.ramp_steps!r} "
                               "(for t = 1 from the start use t_mode='constant')")
+        if not 0.0 < self.ramp_fraction <= 1.0:
+            raise ConfigError(f"{name}.ramp_fraction: must be in (0, 1], got {self.ramp_fraction}")
         if not 0.0 < self.t_constant <= 1.0:
             raise ConfigError(f"{name}.t_constant: must be in (0, 1], got {self.t_constant} "
                               "(t = 0 would make the adapter a no-op that never receives a gradient)")
@@ -149,6 +161,12 @@ class SoloConnectionConfig(PeftConfig):
                 "a theta_init > 0, or learned_t='sigmoid'")
 
     # --- derived values ----------------------------------------------------------------------------------------
+    def auto_ramp_steps(self, total_steps: int, warmup_steps: int = 0) -> int:
+        """The T_h that ramp_steps="auto" means for a run of ``total_steps`` optimizer steps."""
+        total = max(1, int(total_steps))
+        wanted = int(warmup_steps) if warmup_steps and warmup_steps > 0 else round(self.ramp_fraction * total)
+        return max(1, min(total, wanted))
+
     def has_learned_t(self) -> bool:
         return self.t_mode in ("learned", "schedule*learned")
 

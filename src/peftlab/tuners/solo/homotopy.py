@@ -15,12 +15,14 @@ Inference uses whatever t the saved step gives (the end of the schedule if train
 """
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
 import torch.nn as nn
 
 from ...errors import AdapterError
+from .config import SoloConnectionConfig
 from .layer import SoloState
 from .model import solo_states
 
@@ -75,7 +77,42 @@ def complete_homotopy(model: nn.Module, adapter_name: str | None = None) -> None
     for state in _selected(model, adapter_name):
         assert state.step is not None
         with torch.no_grad():
-            state.step.clamp_(min=state.ramp_steps)
+            state.step.clamp_(min=state.effective_ramp_steps())
+
+
+def resolve_ramp_steps(model: nn.Module, total_steps: int, warmup_steps: int = 0,
+                       adapter_name: str | None = None) -> dict[str, int]:
+    """Fix T_h of every selected adapter whose ramp_steps is "auto" for a run of ``total_steps`` optimizer steps
+    with ``warmup_steps`` of warm-up (see ``SoloConnectionConfig.ramp_steps``); the PeftModel's config records the
+    number, so the saved adapter has it. An explicit T_h longer than the run is kept and warned about (the run
+    would end at t < 1). Returns {adapter name: T_h}."""
+    configs = getattr(model, "peft_config", {})
+    resolved: dict[str, int] = {}
+    for state in _selected(model, adapter_name):
+        config = configs.get(state.adapter_name)
+        if state.ramp_steps is None:
+            rule = config if isinstance(config, SoloConnectionConfig) else SoloConnectionConfig()
+            state.ramp_steps = rule.auto_ramp_steps(total_steps, warmup_steps)
+            if config is not None:
+                config.ramp_steps = state.ramp_steps
+        elif state.t_mode in ("schedule", "schedule*learned") and state.ramp_steps > total_steps:
+            warnings.warn(f"Solo adapter {state.adapter_name!r}: ramp_steps={state.ramp_steps} is longer than the "
+                          f"run's {total_steps} optimizer steps, so training ends (and the adapter infers) at "
+                          f"t = {total_steps / state.ramp_steps:.3f} < 1; use ramp_steps='auto' or at most "
+                          f"{total_steps}", UserWarning, stacklevel=2)
+        resolved[state.adapter_name] = state.ramp_steps
+    return resolved
+
+
+def unfinished_ramps(model: nn.Module) -> dict[str, float]:
+    """{adapter: schedule t} of every Solo adapter whose schedule has not reached t = 1 (empty when all have)."""
+    out: dict[str, float] = {}
+    for name, state in solo_states(model).items():
+        if state.t_mode in ("schedule", "schedule*learned") and state.step is not None:
+            t = float(state.schedule_factor())
+            if t < 1.0:
+                out[name] = t
+    return out
 
 
 def homotopy_step(model: nn.Module, adapter_name: str | None = None) -> int:

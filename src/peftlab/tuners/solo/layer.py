@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from typing import TYPE_CHECKING
 
 import torch
@@ -101,7 +102,9 @@ class SoloState:
         self.adapter_name = adapter_name
         self.pairs = list(pairs)
         self.t_mode: str = config.t_mode
-        self.ramp_steps: int = config.ramp_steps
+        # None: ramp_steps="auto", not yet resolved by a training loop (see resolve_ramp_steps)
+        self.ramp_steps: int | None = None if config.ramp_steps == "auto" else int(config.ramp_steps)
+        self._warned_unresolved = False
         self.t_constant: float = config.t_constant
         self.learned_t: str = config.learned_t
         self.dropout: float = config.dropout
@@ -123,10 +126,26 @@ class SoloState:
         self.activations: dict[int, torch.Tensor] = {}
 
     # --- homotopy ----------------------------------------------------------------------------------------------
-    def schedule_factor(self) -> torch.Tensor:
-        """min(1, step / ramp_steps) as an fp32 scalar tensor (no host sync)."""
+    def effective_ramp_steps(self) -> int:
+        """T_h in force: the resolved ramp_steps, or the fallback while "auto" is unresolved (warned once)."""
+        if self.ramp_steps is not None:
+            return self.ramp_steps
+        from .config import AUTO_FALLBACK_RAMP_STEPS
+
+        if not self._warned_unresolved:
+            self._warned_unresolved = True
+            warnings.warn(f"Solo adapter {self.adapter_name!r}: ramp_steps='auto' was not resolved by a training loop; "
+                          f"using {AUTO_FALLBACK_RAMP_STEPS} steps. Call peftlab.tuners.solo.resolve_ramp_steps(model, "
+                          "total_steps, warmup_steps) before training (peftlab train does).", stacklevel=3)
+        return AUTO_FALLBACK_RAMP_STEPS
+
+    def schedule_factor(self, training: bool = False) -> torch.Tensor:
+        """The schedule's t as an fp32 scalar tensor (no host sync). After s optimizer steps the adapter infers with
+        min(1, s / T_h); in training mode the forward of step s + 1 already uses min(1, (s + 1) / T_h), so the first
+        step has a gradient and the last step of a ramp trains at t = 1."""
         assert self.step is not None
-        return (self.step.float() / float(self.ramp_steps)).clamp(max=1.0)
+        step = self.step.float() + 1.0 if training else self.step.float()
+        return (step / float(self.effective_ramp_steps())).clamp(max=1.0)
 
     def learned_factor(self, pair: Pair) -> torch.Tensor:
         theta = self.thetas[pair]
@@ -134,15 +153,16 @@ class SoloState:
             return torch.sigmoid(theta)
         return _StraightThroughClamp.apply(theta)
 
-    def t(self, pair: Pair) -> torch.Tensor | float:
-        """The homotopy factor t of ``pair`` for the current step / parameters."""
+    def t(self, pair: Pair, training: bool = False) -> torch.Tensor | float:
+        """The homotopy factor t of ``pair`` for the current step / parameters (``training``: the forward of the
+        next optimizer step, see :meth:`schedule_factor`)."""
         if self.t_mode == "constant":
             return self.t_constant
         if self.t_mode == "schedule":
-            return self.schedule_factor()
+            return self.schedule_factor(training)
         if self.t_mode == "learned":
             return self.learned_factor(pair)
-        return self.schedule_factor() * self.learned_factor(pair)  # schedule*learned
+        return self.schedule_factor(training) * self.learned_factor(pair)  # schedule*learned
 
     # --- per-forward state -------------------------------------------------------------------------------------
     def begin_forward(self) -> None:
@@ -180,7 +200,7 @@ class SoloState:
             x = source.to(device=up.device, dtype=up.dtype)  # maps live on their destination block's device
             if self.dropout > 0:
                 x = dropout(x, self.dropout, training)
-            t = self.t(pair)
+            t = self.t(pair, training)
             term = (t.to(up.device) if isinstance(t, torch.Tensor) else t) * solo_map(x)
             total = term if total is None else total + term
         assert total is not None

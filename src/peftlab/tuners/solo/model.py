@@ -7,6 +7,8 @@ BERT: ``embeddings``) and stays correct when a caller passes ``inputs_embeds``.
 """
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn as nn
 
@@ -86,7 +88,7 @@ class SoloTuner(Tuner):
                 for i, j in state.pairs:
                     sites[j].theta[pair_key(i)] = new_theta(j)
                     state.thetas[(i, j)] = sites[j].theta[pair_key(i)]
-        start = config.ramp_steps if (not config.init_weights and config.has_schedule()) else 0
+        start = state.effective_ramp_steps() if (not config.init_weights and config.has_schedule()) else 0
         state.step = hub.add_step_counter(devices[state.hub], start)
         for site in sites.values():
             for param in site.parameters():
@@ -110,6 +112,23 @@ class SoloTuner(Tuner):
         from .homotopy import advance_homotopy
 
         advance_homotopy(peft_model, 1, adapter_name)
+
+    @classmethod
+    def on_train_begin(cls, peft_model, adapter_name: str, total_steps: int, warmup_steps: int) -> None:
+        """ramp_steps="auto" becomes a number of steps that fits the run (and a too-long explicit ramp is warned)."""
+        from .homotopy import resolve_ramp_steps
+
+        resolve_ramp_steps(peft_model, total_steps, warmup_steps, adapter_name)
+
+    @classmethod
+    def on_train_end(cls, peft_model, adapter_name: str) -> None:
+        from .homotopy import unfinished_ramps
+
+        t = unfinished_ramps(peft_model).get(adapter_name)
+        if t is not None:
+            warnings.warn(f"Solo adapter {adapter_name!r}: training ended at schedule t = {t:.3f} < 1 (ramp_steps is "
+                          "longer than the run); the adapter is evaluated and saved at that t", UserWarning,
+                          stacklevel=2)
 
     @classmethod
     def training_log(cls, peft_model, adapter_name: str) -> dict[str, object]:

@@ -1,0 +1,225 @@
+"""Run what is missing from a quality suite, one `peftlab train` run folder at a time, and append its result line.
+
+Each run is an ordinary run folder (``RUNS/<protocol>/<task>/<arm>/seed<k>``) trained by a child process
+(``python -m peftlab.cli train --recipe ...``), so a killed runner loses at most the steps since the run's last
+checkpoint: the next invocation resumes the folder (``--resume``), or only harvests it when it already finished.
+A run is counted once: its key (protocol, task, arm, seed) is looked up in the results file first.
+"""
+from __future__ import annotations
+
+import fnmatch
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import yaml
+
+from ..errors import ConfigError, PeftlabError
+from .results import append_result, latest_by_key, read_results
+from .suite import RunSpec, Suite
+
+IGNORED_RECIPE_FIELDS = (("run", "output_dir"), ("data", "data_dir"))
+"""Recipe fields that may differ between machines without making a result stale."""
+
+
+@dataclass
+class PlannedRun:
+    spec: RunSpec
+    status: str  # done | stale | partial | missing | waiting
+    reason: str = ""
+    record: dict[str, Any] | None = None
+
+
+def comparable_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
+    data = json.loads(json.dumps(recipe))
+    for section, key in IGNORED_RECIPE_FIELDS:
+        data.get(section, {}).pop(key, None)
+    return data
+
+
+def selection_score(record: dict[str, Any]) -> float | None:
+    """The best dev score of a result line, higher is better (E2E: minus the dev loss)."""
+    value = record.get("selection")
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+def choose_lr(spec: RunSpec, suite: Suite, results: dict[str, dict[str, Any]]) -> tuple[float | None, str]:
+    """The lr the grid protocol ``spec.lr_from`` chose for arm ``spec.lr_arm``: the grid value with the best mean
+    dev score over its seeds (ties: the smaller lr). None (and why) until every grid run of that arm is done."""
+    grid = [run for run in suite.protocol_runs(spec.lr_from or "") if run.base_arm == spec.lr_arm]
+    missing = [run.key for run in grid if run.key not in results]
+    if missing:
+        return None, f"waiting for {len(missing)} run(s) of {spec.lr_from} (arm {spec.lr_arm})"
+    by_lr: dict[float, list[float]] = {}
+    for run in grid:
+        score = selection_score(results[run.key])
+        by_lr.setdefault(float(run.lr), []).append(score if score is not None else -math.inf)
+    best = max(sorted(by_lr), key=lambda lr: statistics.fmean(by_lr[lr]))
+    return best, f"lr {best:g} from {spec.lr_from} ({len(by_lr)} values, mean best dev score)"
+
+
+def resolved_recipe(spec: RunSpec, suite: Suite, results: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    if spec.lr_from is None:
+        return spec.recipe
+    lr, _ = choose_lr(spec, suite, results)
+    if lr is None:
+        return None
+    recipe = json.loads(json.dumps(spec.recipe))
+    recipe.setdefault("optim", {})["lr"] = lr
+    return recipe
+
+
+def plan(suite: Suite, results_path: Path, runs_dir: Path, select: Callable[[RunSpec], bool] = lambda s: True
+         ) -> list[PlannedRun]:
+    """The status of every selected run: done (a current result line), stale (a result line from another recipe),
+    partial (a run folder without final metrics), missing, or waiting (its lr needs grid runs not done yet)."""
+    results = latest_by_key(read_results(results_path))
+    planned: list[PlannedRun] = []
+    for spec in suite.runs:
+        if not select(spec):
+            continue
+        record = results.get(spec.key)
+        if spec.baseline:
+            planned.append(PlannedRun(spec, "done" if record else "missing", record=record))
+            continue
+        recipe = resolved_recipe(spec, suite, results)
+        if recipe is None:
+            planned.append(PlannedRun(spec, "waiting", choose_lr(spec, suite, results)[1], record))
+            continue
+        if record is not None:
+            same = comparable_recipe(record.get("recipe") or {}) == comparable_recipe(_normalised(recipe))
+            planned.append(PlannedRun(spec, "done" if same else "stale",
+                                      "" if same else "its result line was made with another recipe", record))
+            continue
+        run_dir = spec.run_dir(runs_dir)
+        status = "partial" if (run_dir / "config.yaml").exists() else "missing"
+        planned.append(PlannedRun(spec, status))
+    return planned
+
+
+def make_selector(protocols: Sequence[str] = (), arms: Sequence[str] = (), seeds: Sequence[int] = (),
+                  tasks: Sequence[str] = ()) -> Callable[[RunSpec], bool]:
+    """Filter runs by protocol names, arm globs (``solo*``), seeds and tasks (empty: everything)."""
+    def select(spec: RunSpec) -> bool:
+        return ((not protocols or spec.protocol in protocols)
+                and (not arms or any(fnmatch.fnmatchcase(spec.arm, a) or fnmatch.fnmatchcase(spec.base_arm, a)
+                                     for a in arms))
+                and (not seeds or spec.seed in seeds) and (not tasks or spec.task in tasks))
+    return select
+
+
+def check_selection(suite: Suite, protocols: Sequence[str]) -> None:
+    unknown = [p for p in protocols if p not in suite.protocols]
+    if unknown:
+        raise ConfigError(f"{suite.path}: unknown protocol {unknown[0]!r}; protocols: {', '.join(suite.protocols)}")
+
+
+def run_suite(suite: Suite, results_path: Path, runs_dir: Path, *, data_dir: str | None = None,
+              select: Callable[[RunSpec], bool] = lambda s: True, max_runs: int | None = None,
+              rerun_stale: bool = False, echo: Callable[[str], None] = print) -> int:
+    """Train and record every selected run that is missing (in suite order, re-planning after each run so an
+    lr grid unblocks the protocols that wait for it). Returns the number of runs recorded."""
+    done = 0
+    attempted: set[str] = set()
+    while max_runs is None or done < max_runs:
+        todo = [p for p in plan(suite, results_path, runs_dir, select)
+                if p.spec.key not in attempted and (p.status in ("missing", "partial")
+                                                    or (rerun_stale and p.status == "stale"))]
+        if not todo:
+            break
+        item = todo[0]
+        attempted.add(item.spec.key)
+        total_left = len(todo)
+        echo(f"[bench] {item.spec.key}: {item.status} ({total_left} to run)")
+        try:
+            record = execute(item, suite, results_path, runs_dir, data_dir=data_dir, echo=echo)
+        except PeftlabError as err:
+            echo(f"[bench] {item.spec.key}: FAILED: {err}")
+            continue
+        append_result(results_path, record)
+        done += 1
+        echo(f"[bench] {item.spec.key}: recorded ({_summary(record)})")
+    waiting = [p for p in plan(suite, results_path, runs_dir, select) if p.status == "waiting"]
+    for p in waiting:
+        echo(f"[bench] {p.spec.key}: still waiting ({p.reason})")
+    return done
+
+
+def _summary(record: dict[str, Any]) -> str:
+    shown = [f"{k}={v:.4g}" for k, v in record["metrics"].items() if isinstance(v, (int, float))][:5]
+    seconds = record.get("train_seconds")
+    if isinstance(seconds, (int, float)):
+        shown.append(f"train {seconds:.0f} s")
+    return ", ".join(shown)
+
+
+def execute(item: PlannedRun, suite: Suite, results_path: Path, runs_dir: Path, *, data_dir: str | None = None,
+            echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train (or resume, or just harvest) one run; returns its result line."""
+    from .record import baseline_record, harvest
+
+    spec = item.spec
+    if spec.baseline:
+        return baseline_record(spec, data_dir)
+    results = latest_by_key(read_results(results_path))
+    recipe = resolved_recipe(spec, suite, results)
+    assert recipe is not None
+    run_dir = spec.run_dir(runs_dir)
+    finished = (run_dir / "metrics.json").exists()
+    same_recipe = _folder_recipe_matches(run_dir, recipe)
+    if finished and same_recipe:
+        echo(f"[bench] {spec.key}: already trained in {run_dir}; recording it")
+        return harvest(spec, run_dir, recipe)
+    recipe_file = runs_dir / ".recipes" / spec.protocol / spec.task / spec.arm / f"seed{spec.seed}.yaml"
+    recipe_file.parent.mkdir(parents=True, exist_ok=True)
+    to_write = json.loads(json.dumps(recipe))
+    to_write.setdefault("run", {})["output_dir"] = str(run_dir)
+    if data_dir:
+        to_write.setdefault("data", {})["data_dir"] = str(data_dir)
+    recipe_file.write_text(yaml.safe_dump(to_write, sort_keys=False), encoding="utf-8")
+    command = [sys.executable, "-m", "peftlab.cli", "train", recipe.get("task", "e2e"), "--recipe", str(recipe_file),
+               "--no-progress"]
+    if (run_dir / "config.yaml").exists() and same_recipe and not finished:
+        command.append("--resume")
+        echo(f"[bench] {spec.key}: resuming the half-done run in {run_dir}")
+    elif run_dir.exists():
+        command.append("--overwrite")
+        echo(f"[bench] {spec.key}: {run_dir} holds a run of another recipe; replacing it")
+    log_path = run_dir.with_name(run_dir.name + ".log")
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    with log_path.open("a", encoding="utf-8") as log:
+        log.write(f"\n# {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(command)}\n")
+        log.flush()
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        code = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+    if code != 0:
+        raise PeftlabError(f"training exited with code {code} after {time.time() - started:.0f} s; see {log_path}")
+    return harvest(spec, run_dir, recipe)
+
+
+def _folder_recipe_matches(run_dir: Path, recipe: dict[str, Any]) -> bool:
+    config = run_dir / "config.yaml"
+    if not config.exists():
+        return False
+    try:
+        previous = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError:
+        return False
+    from ..train.rundir import _comparable
+
+    return _comparable(comparable_recipe(previous)) == _comparable(comparable_recipe(_normalised(recipe)))
+
+
+def _normalised(recipe: dict[str, Any]) -> dict[str, Any]:
+    """The recipe as the run folder's config.yaml spells it (every field, defaults filled in)."""
+    from ..train.recipe import recipe_from_dict
+
+    return recipe_from_dict(recipe).to_dict()

@@ -1,0 +1,495 @@
+"""Statistics and the claim verdicts of the quality suite (``docs/benchmarks.md``), from its result lines.
+
+Every comparison of two arms on a metric follows one rule: the difference of the seed means ``d`` (positive: the
+first arm is better, whichever direction the metric runs) against ``u = 2 * sqrt(s1^2/n1 + s2^2/n2)`` (sample
+standard deviations). ``better`` if ``d > u``, ``worse`` if ``d < -u``, ``tie`` otherwise, and ``insufficient`` when
+either side has fewer than 2 seeds. Each claim turns such outcomes into ``holds`` / ``does not hold`` /
+``inconclusive`` (see the ``verdict_*`` functions and :data:`RULES`).
+"""
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+from .suite import Suite
+
+__all__ = ["Comparison", "Results", "RULES", "Stat", "Verdict", "all_verdicts", "compare", "convergence_step",
+           "curve", "fmt", "headline", "metric_names", "metric_value", "seed_method_losses", "stat", "sub"]
+
+E2E_METRICS = ("BLEU", "NIST", "METEOR", "ROUGE_L", "CIDEr")
+PREFIX_VARIANTS = ("plain", "residual", "gate", "residual+gate")
+SOLO_RATIO = 0.41  # the claim: 59% fewer trainable parameters than LoRA
+CONVERGED = 0.95
+
+RULES = [
+    "Two arms are compared on a metric by the difference of their seed means d (positive: the first is better) "
+    "against u = 2·sqrt(s1²/n1 + s2²/n2) (sample std): better if d > u, worse if d < −u, else a tie; "
+    "fewer than 2 seeds on either side is inconclusive.",
+    "(a) e2e-mini solo-r4 vs lora on BLEU; solo-r4 must train ≤ 0.41× LoRA's parameters. Holds if better; does "
+    "not hold if worse, or on a tie with ≥ 3 seeds on both sides (no measurable gain); otherwise inconclusive.",
+    "(b) kernel-mix vs lora on e2e-mini BLEU and each glue-mini task's headline metric. Does not hold if worse on "
+    "any task; holds if not worse on every measured task with E2E and ≥ 1 GLUE task measured; else inconclusive.",
+    "(c1) prefix-length: spread = max − min over lengths of a variant's mean headline metric; s = mean over "
+    "lengths of plain's seed std. Holds if spread(residual+gate) < spread(plain) − s, does not hold if "
+    "> spread(plain) + s, else inconclusive; needs every length of both with ≥ 2 seeds.",
+    "(c2) steps to 95% of a run's final dev score (GLUE: first step with dev ≥ 0.95·final; E2E dev loss: first "
+    "step with (loss0 − loss)/(loss0 − final) ≥ 0.95), residual vs plain over every run at the lengths both "
+    "have, fewer steps is better: holds if better, does not hold if worse, else inconclusive.",
+    "(c3) residual+gate vs each other variant at the long lengths (50, 100): holds if better than all at both, "
+    "does not hold if worse than any, else inconclusive.",
+    "A verdict on a protocol that is not complete is marked provisional (k of n runs).",
+]
+
+
+def fmt(value: float | None, digits: int = 4) -> str:
+    """A metric with ``digits`` decimals (``0.6543``); ``—`` for a missing value."""
+    return "—" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+@dataclass(frozen=True)
+class Stat:
+    """Seed values of one arm on one quantity."""
+
+    values: tuple[float, ...]
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+    @property
+    def mean(self) -> float | None:
+        return statistics.fmean(self.values) if self.values else None
+
+    @property
+    def std(self) -> float | None:
+        return statistics.stdev(self.values) if self.n >= 2 else None
+
+    def text(self, digits: int = 4, with_n: bool = True) -> str:
+        """``0.6543 ± 0.0050 (n=3)``; one seed: no std; no seed: ``—``."""
+        if not self.values:
+            return "—"
+        body = fmt(self.mean, digits) + (f" ± {fmt(self.std, digits)}" if self.std is not None else "")
+        return body + (f" (n={self.n})" if with_n else "")
+
+
+def stat(values: Iterable[float | None]) -> Stat:
+    return Stat(tuple(v for v in (_number(x) for x in values) if v is not None))
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Arm ``a`` against arm ``b``: ``d`` > 0 means a is better (in the metric's own direction)."""
+
+    a: Stat
+    b: Stat
+    d: float | None
+    u: float | None
+    outcome: str  # better | worse | tie | insufficient
+
+    def text(self, digits: int = 4) -> str:
+        if self.d is None:
+            return "no data"
+        u = f", u = {fmt(self.u, digits)}" if self.u is not None else ""
+        return f"d = {self.d:+.{digits}f}{u} ({self.outcome})"
+
+
+def compare(a: Iterable[float | None], b: Iterable[float | None], higher_is_better: bool = True) -> Comparison:
+    """The two-sample rule of :data:`RULES` on the seed values of two arms."""
+    sa, sb = stat(a), stat(b)
+    if not sa.n or not sb.n:
+        return Comparison(sa, sb, None, None, "insufficient")
+    d = (sa.mean - sb.mean) * (1 if higher_is_better else -1) + 0.0  # + 0.0: no "-0" in the text
+    if sa.n < 2 or sb.n < 2:
+        return Comparison(sa, sb, d, None, "insufficient")
+    u = 2 * math.sqrt(sa.std ** 2 / sa.n + sb.std ** 2 / sb.n)
+    return Comparison(sa, sb, d, u, "better" if d > u else "worse" if d < -u else "tie")
+
+
+def headline(task: str) -> str:
+    """The headline metric of a task: BLEU for E2E, the GLUE task's first standard metric."""
+    return metric_names(task)[0]
+
+
+def metric_names(task: str, records: Sequence[dict[str, Any]] = ()) -> tuple[str, ...]:
+    """The task's metrics, headline first; an unknown task: the metric keys of its records, in first-seen order."""
+    if task == "e2e":
+        return E2E_METRICS
+    try:
+        from ..data.glue import get_task
+
+        return tuple(get_task(task).metrics)
+    except Exception:  # an unknown GLUE task name: take what the lines have
+        seen: dict[str, None] = {}
+        for record in records:
+            seen.update((k, None) for k in sub(record, "metrics"))
+        return tuple(seen) or ("score",)
+
+
+def sub(record: dict[str, Any], key: str) -> dict[str, Any]:
+    """A mapping field of a result line (``metrics``, ``dev``, ``curves``); {} when missing or malformed."""
+    value = record.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+def curve(record: dict[str, Any], name: str) -> list[Any]:
+    """One curve of a result line: [[step, value, ...], ...]; [] when missing or malformed."""
+    value = sub(record, "curves").get(name)
+    return value if isinstance(value, list) else []
+
+
+def metric_value(record: dict[str, Any], name: str) -> float | None:
+    return _number(sub(record, "metrics").get(name))
+
+
+def convergence_step(curve: Any, lower_is_better: bool, fraction: float = CONVERGED) -> int | None:
+    """Steps a run took to reach ``fraction`` of its final dev score.
+
+    ``curve``: [[step, value], ...] in step order. Higher-is-better scores: the first step with value >= fraction *
+    final (None when final <= 0). A loss: the first step where (loss0 - loss) / (loss0 - final) >= fraction (the
+    first step when the loss never fell below its first value)."""
+    points = [(int(p[0]), _number(p[1])) for p in (curve or []) if isinstance(p, (list, tuple)) and len(p) >= 2
+              and _number(p[0]) is not None]
+    points = [(s, v) for s, v in points if v is not None]
+    if not points:
+        return None
+    final = points[-1][1]
+    if lower_is_better:
+        first = points[0][1]
+        if first - final <= 0:
+            return points[0][0]
+        return next(s for s, v in points if (first - v) / (first - final) >= fraction - 1e-12)
+    if final <= 0:
+        return None
+    return next(s for s, v in points if v >= fraction * final - 1e-12)
+
+
+class Results:
+    """The suite's current result lines grouped by (protocol, task, arm), seeds ascending, and what the suite
+    expects of each group.
+
+    ``records``: {run key: newest result line} of runs that are in the suite."""
+
+    def __init__(self, suite: Suite, records: dict[str, dict[str, Any]]):
+        self.suite = suite
+        self.records = records
+        self.groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+        self.expected: dict[tuple[str, str, str], int] = {}
+        self.specs: dict[tuple[str, str, str], Any] = {}  # the first RunSpec of each group
+        for spec in suite.runs:
+            cell = (spec.protocol, spec.task, spec.arm)
+            self.expected[cell] = self.expected.get(cell, 0) + 1
+            self.specs.setdefault(cell, spec)
+            if spec.key in records:
+                self.groups.setdefault(cell, []).append(records[spec.key])
+        for group in self.groups.values():
+            group.sort(key=lambda r: int(r["seed"]))
+
+    def get(self, protocol: str, task: str, arm: str) -> list[dict[str, Any]]:
+        return self.groups.get((protocol, task, arm), [])
+
+    def values(self, protocol: str, task: str, arm: str, name: str) -> list[float]:
+        return [v for v in (metric_value(r, name) for r in self.get(protocol, task, arm)) if v is not None]
+
+    def field(self, protocol: str, task: str, arm: str, key: str) -> Stat:
+        return stat(r.get(key) for r in self.get(protocol, task, arm))
+
+    def progress(self, cells: Iterable[tuple[str, str, str]]) -> tuple[int, int]:
+        """(runs with a result line, runs the suite has) over the given groups."""
+        cells = list(cells)
+        return (sum(len(self.get(*c)) for c in cells), sum(self.expected.get(c, 0) for c in cells))
+
+    def tasks(self, protocol: str) -> list[str]:
+        return list(dict.fromkeys(s.task for s in self.suite.runs if s.protocol == protocol))
+
+    def arms(self, protocol: str, task: str) -> list[str]:
+        """Arms of a (protocol, task) in suite order (the file's arm order, then expansion order)."""
+        raw = list((self.suite.protocols.get(protocol) or {}).get("arms") or {})
+        specs = [s for s in self.suite.runs if s.protocol == protocol and s.task == task]
+        order = {arm: i for i, arm in enumerate(dict.fromkeys(s.arm for s in specs))}
+        base = {s.arm: s.base_arm for s in specs}
+        return sorted(order, key=lambda a: (raw.index(base[a]) if base[a] in raw else len(raw), order[a]))
+
+    def prefix_arm(self, protocol: str, task: str, variant: str, length: int) -> str | None:
+        for spec in self.suite.runs:
+            if (spec.protocol, spec.task, spec.base_arm, spec.prefix_length) == (protocol, task, variant, length):
+                return spec.arm
+        return None
+
+    def lengths(self, protocol: str) -> list[int]:
+        return sorted({s.prefix_length for s in self.suite.runs if s.protocol == protocol and s.prefix_length})
+
+    def budget(self, protocol: str) -> str:
+        spec = next((s for s in self.suite.runs if s.protocol == protocol and s.baseline is None), None)
+        if spec is None:
+            return "no trained arm"
+        optim = spec.recipe.get("optim") or {}
+        return f"{optim.get('max_steps', '?')} steps × batch {optim.get('batch_size', 8)}"
+
+
+@dataclass
+class Verdict:
+    claim: str
+    measured: str
+    status: str  # holds | does not hold | inconclusive
+    label: str  # the verdict cell, e.g. "inconclusive: not run yet (0 of 6 runs)"
+    reason: str
+
+
+def _final(claim: str, measured: str, status: str, reason: str, done: int, total: int, label: str = "") -> Verdict:
+    """A verdict whose reason says how much of its data is in when that is not all of it."""
+    if done < total and f"{done} of {total} runs" not in reason:
+        reason += f" ({'provisional: ' if status != 'inconclusive' else ''}{done} of {total} runs)"
+    return Verdict(claim, measured, status, label or status, reason)
+
+
+def _not_run(claim: str, done: int, total: int, measured: str = "") -> Verdict:
+    if total == 0:
+        return Verdict(claim, measured or "—", "inconclusive", "inconclusive: not in this suite",
+                       "the suite has no runs for this claim")
+    return Verdict(claim, measured or "—", "inconclusive", f"inconclusive: not run yet ({done} of {total} runs)",
+                   "the runs this claim needs have no result lines yet")
+
+
+CLAIMS = {
+    "a": "(a) Solo Connection beats LoRA on E2E with 59% fewer trainable parameters",
+    "b": "(b) Kernel-mix attains or improves strong baselines on NLG and NLU",
+    "c1": "(c1) Gated residual prefix is more stable across prefix lengths than prefix tuning",
+    "c2": "(c2) The residual converges faster",
+    "c3": "(c3) Residual + gate is best, especially for long prefixes",
+}
+
+
+def verdict_solo(res: Results, protocol: str = "e2e-mini") -> Verdict:
+    claim = CLAIMS["a"]
+    cells = [(protocol, "e2e", "solo-r4"), (protocol, "e2e", "lora")]
+    done, total = res.progress(cells)
+    solo, lora = res.values(*cells[0], "BLEU"), res.values(*cells[1], "BLEU")
+    if total == 0 or not solo or not lora:
+        return _not_run(claim, done, total)
+    main = compare(solo, lora)
+    ta, tb = res.field(*cells[0], "trainable_params").mean, res.field(*cells[1], "trainable_params").mean
+    ratio = ta / tb if ta is not None and tb else None
+    wins = sum(compare(res.values(*cells[0], m), res.values(*cells[1], m)).outcome == "better" for m in E2E_METRICS)
+    default = compare(res.values(protocol, "e2e", "solo", "BLEU"), lora)
+    parts = [f"BLEU solo-r4 {main.a.text()} vs lora {main.b.text()}: {main.text()}",
+             f"trainable {ta:,.0f} vs {tb:,.0f} = {ratio:.2f}× LoRA" if ratio is not None else "trainable: unknown",
+             f"solo-r4 better on {wins} of 5 metrics"]
+    if default.a.n:
+        parts.append(f"default solo BLEU {default.a.text()}: {default.text()}")
+    parts.append(f"budget ({protocol}): {res.budget(protocol)}")
+    measured = "; ".join(parts)
+    if main.outcome == "insufficient":
+        return _final(claim, measured, "inconclusive", "fewer than 2 seeds", done, total)
+    if ratio is None or ratio > SOLO_RATIO:
+        return _final(claim, measured, "inconclusive",
+                      f"solo-r4 does not train ≤ {SOLO_RATIO}× LoRA's parameters, so '59% fewer' is not tested",
+                      done, total)
+    if main.outcome == "better":
+        return _final(claim, measured, "holds", f"solo-r4 beats LoRA on BLEU by {main.d:.4f} (> u)", done, total)
+    if main.outcome == "worse":
+        return _final(claim, measured, "does not hold",
+                      f"Solo (rank 4) loses to LoRA on BLEU by {-main.d:.4f} (> u {main.u:.4f})", done, total)
+    if main.a.n >= 3 and main.b.n >= 3:
+        return _final(claim, measured, "does not hold", "a tie: |d| ≤ u with ≥ 3 seeds each", done, total,
+                      label="does not hold (no measurable gain)")
+    return _final(claim, measured, "inconclusive", "a tie with fewer than 3 seeds on a side", done, total)
+
+
+def verdict_kernel_mix(res: Results, nlg: str = "e2e-mini", nlu: str = "glue-mini") -> Verdict:
+    claim = CLAIMS["b"]
+    tasks = [(nlg, "e2e")] + [(nlu, t) for t in res.tasks(nlu)]
+    cells = [(p, t, arm) for p, t in tasks for arm in ("kernel-mix", "lora")]
+    done, total = res.progress(cells)
+    comparisons = {}
+    for p, t in tasks:
+        name = headline(t)
+        comparisons[(p, t)] = (name, compare(res.values(p, t, "kernel-mix", name), res.values(p, t, "lora", name)))
+    if total == 0 or all(c.d is None for _, c in comparisons.values()):
+        return _not_run(claim, done, total)
+    parts = [f"{t} {name}: kernel-mix {c.a.text()} vs lora {c.b.text()}, {c.text()}"
+             for (p, t), (name, c) in comparisons.items() if c.d is not None]
+    authors = compare(res.values(nlg, "e2e", "kernel-mix-authors", "BLEU"), res.values(nlg, "e2e", "lora", "BLEU"))
+    if authors.a.n:
+        parts.append(f"authors' preset (kernel-mix-authors) BLEU {authors.a.text()}: {authors.text()}")
+    parts.append(f"budget ({nlg}): {res.budget(nlg)}; ({nlu}): {res.budget(nlu)}")
+    measured = "; ".join(parts)
+    worse = [f"{t} {name} by {-c.d:.4f}" for (p, t), (name, c) in comparisons.items() if c.outcome == "worse"]
+    if worse:
+        return _final(claim, measured, "does not hold", "Kernel-mix (matched) loses to LoRA on " + ", ".join(worse),
+                      done, total)
+    measured_tasks = [t for (p, t), (_, c) in comparisons.items() if c.outcome != "insufficient"]
+    if "e2e" in measured_tasks and len(measured_tasks) >= 2:
+        return _final(claim, measured, "holds", "not worse than LoRA on any measured task (" +
+                      ", ".join(measured_tasks) + ")", done, total)
+    return _final(claim, measured, "inconclusive", "needs E2E and ≥ 1 GLUE task with ≥ 2 seeds on both arms; "
+                  f"measured: {', '.join(measured_tasks) or 'none'}", done, total)
+
+
+def _length_stats(res: Results, protocol: str, task: str, variant: str) -> dict[int, Stat]:
+    """{length: seed values of the headline metric} of one prefix-length variant."""
+    out = {}
+    for length in res.lengths(protocol):
+        arm = res.prefix_arm(protocol, task, variant, length)
+        out[length] = stat(res.values(protocol, task, arm, headline(task)) if arm else [])
+    return out
+
+
+def spread(stats: dict[int, Stat]) -> float | None:
+    means = [s.mean for s in stats.values() if s.mean is not None]
+    return max(means) - min(means) if means else None
+
+
+def _prefix_cells(res: Results, protocol: str, task: str, variants: Sequence[str]) -> list[tuple[str, str, str]]:
+    return [(protocol, task, arm) for v in variants for L in res.lengths(protocol)
+            if (arm := res.prefix_arm(protocol, task, v, L))]
+
+
+def verdict_stability(res: Results, protocol: str = "prefix-length") -> Verdict:
+    claim = CLAIMS["c1"]
+    tasks = res.tasks(protocol)
+    task = tasks[0] if tasks else "mrpc"
+    done, total = res.progress(_prefix_cells(res, protocol, task, ("plain", "residual+gate")))
+    stats = {v: _length_stats(res, protocol, task, v) for v in PREFIX_VARIANTS}
+    if total == 0 or not any(s.n for v in ("plain", "residual+gate") for s in stats[v].values()):
+        return _not_run(claim, done, total)
+    plain_std = [s.std for s in stats["plain"].values()]
+    noise = statistics.fmean(plain_std) if plain_std and all(x is not None for x in plain_std) else None
+    parts = [f"{task} {headline(task)} spread over l ∈ {{{', '.join(map(str, res.lengths(protocol)))}}}: " +
+             ", ".join(f"{v} {fmt(spread(stats[v]))}" for v in PREFIX_VARIANTS if spread(stats[v]) is not None),
+             f"seed noise s = {fmt(noise)}", f"budget ({protocol}): {res.budget(protocol)}"]
+    measured = "; ".join(parts)
+    short = [f"{v}@{L}" for v in ("plain", "residual+gate") for L, s in stats[v].items() if s.n < 2]
+    if short or noise is None:
+        return _final(claim, measured, "inconclusive", "fewer than 2 seeds at " + ", ".join(short or ["some length"]),
+                      done, total)
+    rg, pl = spread(stats["residual+gate"]), spread(stats["plain"])
+    if rg < pl - noise:
+        return _final(claim, measured, "holds", f"spread {rg:.4f} (residual+gate) < {pl:.4f} (plain) − s",
+                      done, total)
+    if rg > pl + noise:
+        return _final(claim, measured, "does not hold",
+                      f"residual+gate varies more across lengths than plain prefix: {rg:.4f} > {pl:.4f} + s",
+                      done, total)
+    return _final(claim, measured, "inconclusive",
+                  f"spreads {rg:.4f} vs {pl:.4f} differ by less than the seed noise s = {noise:.4f}", done, total)
+
+
+def convergence_steps(res: Results, protocol: str, task: str, variant: str, lengths: Iterable[int]) -> list[int]:
+    """Per-run convergence steps of a variant at the given lengths (runs whose curve has no value skipped)."""
+    out = []
+    for length in lengths:
+        arm = res.prefix_arm(protocol, task, variant, length)
+        for record in res.get(protocol, task, arm) if arm else []:
+            step = convergence_step(curve(record, "dev"), lower_is_better=task == "e2e")
+            if step is not None:
+                out.append(step)
+    return out
+
+
+def _steps_compare(res: Results, protocol: str, task: str, a: str, b: str) -> Comparison:
+    both = [L for L in res.lengths(protocol) if all(res.get(protocol, task, res.prefix_arm(protocol, task, v, L) or "")
+                                                    for v in (a, b))]
+    return compare(convergence_steps(res, protocol, task, a, both), convergence_steps(res, protocol, task, b, both),
+                   higher_is_better=False)
+
+
+def verdict_convergence(res: Results, protocol: str = "prefix-length") -> Verdict:
+    claim = CLAIMS["c2"]
+    tasks = res.tasks(protocol)
+    task = tasks[0] if tasks else "mrpc"
+    done, total = res.progress(_prefix_cells(res, protocol, task, ("plain", "residual")))
+    main = _steps_compare(res, protocol, task, "residual", "plain")
+    if total == 0 or main.d is None:
+        return _not_run(claim, done, total)
+    extra = _steps_compare(res, protocol, task, "residual+gate", "gate")
+    measured = (f"steps to 95% of the final dev {headline(task)}: residual {main.a.text(0)} vs plain "
+                f"{main.b.text(0)}, {main.text(0)} (fewer is better)")
+    if extra.d is not None:
+        measured += f"; residual+gate {extra.a.text(0)} vs gate {extra.b.text(0)}, {extra.text(0)}"
+    measured += f"; budget ({protocol}): {res.budget(protocol)}"
+    if main.outcome == "insufficient":
+        return _final(claim, measured, "inconclusive", "fewer than 2 seeds", done, total)
+    if main.outcome == "better":
+        return _final(claim, measured, "holds", f"residual needs {main.d:.0f} fewer steps (> u {main.u:.0f})",
+                      done, total)
+    if main.outcome == "worse":
+        return _final(claim, measured, "does not hold",
+                      f"the residual converges slower than plain prefix by {-main.d:.0f} steps (> u {main.u:.0f})",
+                      done, total)
+    return _final(claim, measured, "inconclusive", "step counts tie within u", done, total)
+
+
+def long_lengths(lengths: Sequence[int]) -> list[int]:
+    longs = [L for L in lengths if L in (50, 100)]
+    return longs or sorted(lengths)[-2:]
+
+
+def verdict_best(res: Results, protocol: str = "prefix-length", e2e: str = "e2e-mini") -> Verdict:
+    claim = CLAIMS["c3"]
+    tasks = res.tasks(protocol)
+    task = tasks[0] if tasks else "mrpc"
+    done, total = res.progress(_prefix_cells(res, protocol, task, PREFIX_VARIANTS))
+    stats = {v: _length_stats(res, protocol, task, v) for v in PREFIX_VARIANTS}
+    if total == 0 or not any(s.n for v in PREFIX_VARIANTS for s in stats[v].values()):
+        return _not_run(claim, done, total)
+    overall = {v: statistics.fmean([s.mean for s in st.values()]) for v, st in stats.items()
+               if st and all(s.n for s in st.values())}
+    parts = []
+    if overall:
+        ranking = sorted(overall, key=lambda v: -overall[v])
+        parts.append(f"mean {headline(task)} over all lengths: " + ", ".join(f"{v} {fmt(overall[v])}" for v in ranking))
+    outcomes = []
+    for length in long_lengths(res.lengths(protocol)):
+        rg = stats["residual+gate"].get(length, Stat(()))
+        for other in PREFIX_VARIANTS[:3]:
+            c = compare(rg.values, stats[other].get(length, Stat(())).values)
+            outcomes.append((length, other, c))
+        parts.append(f"l={length}: residual+gate {rg.text()} vs " + ", ".join(
+            f"{o} {c.b.text()} ({c.outcome})" for L, o, c in outcomes if L == length))
+    extra = compare(res.values(e2e, "e2e", "gated-prefix", "BLEU"), res.values(e2e, "e2e", "prefix", "BLEU"))
+    if extra.d is not None:
+        parts.append(f"e2e-mini BLEU gated-prefix {extra.a.text()} vs prefix {extra.b.text()}: {extra.text()}")
+    parts.append(f"budget ({protocol}): {res.budget(protocol)}")
+    measured = "; ".join(parts)
+    worse = [f"{o}@{L}" for L, o, c in outcomes if c.outcome == "worse"]
+    if worse:
+        return _final(claim, measured, "does not hold", "residual+gate loses to " + ", ".join(worse), done, total)
+    if outcomes and all(c.outcome == "better" for _, _, c in outcomes):
+        return _final(claim, measured, "holds", "residual+gate beats every other variant at the long lengths",
+                      done, total)
+    short = [f"{o}@{L}" for L, o, c in outcomes if c.outcome == "insufficient"]
+    reason = (f"fewer than 2 seeds vs {', '.join(short)}" if short
+              else "ties at the long lengths: " + ", ".join(f"{o}@{L}" for L, o, c in outcomes if c.outcome == "tie"))
+    return _final(claim, measured, "inconclusive", reason, done, total)
+
+
+def all_verdicts(res: Results) -> list[Verdict]:
+    return [verdict_solo(res), verdict_kernel_mix(res), verdict_stability(res), verdict_convergence(res),
+            verdict_best(res)]
+
+
+SEED_COMPARISONS = (("solo", "lora"), ("solo-r4", "lora"), ("kernel-mix", "lora"), ("kernel-mix-authors", "lora"),
+                    ("gated-prefix", "lora"), ("gated-prefix", "prefix"))
+
+
+def seed_method_losses(res: Results, protocols: Sequence[str] = ("e2e-mini", "glue-mini")) -> list[str]:
+    """Every measured comparison (headline metric) where a seed method is worse than its reference, one line each."""
+    out = []
+    for protocol in protocols:
+        for task in res.tasks(protocol):
+            name = headline(task)
+            for arm, ref in SEED_COMPARISONS:
+                c = compare(res.values(protocol, task, arm, name), res.values(protocol, task, ref, name))
+                if c.outcome == "worse":
+                    out.append(f"{protocol} {task}: {arm} {c.a.text()} loses to {ref} {c.b.text()} on {name} "
+                               f"(d = {c.d:+.4f}, u = {c.u:.4f})")
+    return out
+

@@ -1,0 +1,185 @@
+"""The quality suite: suite files are checked before anything runs, expand into the runs they promise, and the
+runner trains only what is missing, resumes half-done folders and never counts a run twice (MiniLM-L6, tiny
+budgets; never the suite itself)."""
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from peftlab import ConfigError
+from peftlab.bench import ResultsFileError, append_result, load_suite, read_results
+from peftlab.bench.runner import choose_lr, plan, run_suite
+from peftlab.bench.suite import result_key
+
+GLUE_COMMON = ("overrides: {optim.batch_size: 8, optim.warmup_steps: 0, run.eval_every: 2, data.train_limit: 32, "
+               "data.eval_limit: 16, run.report_to: none}")
+
+
+def write_suite(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "suite.yaml"
+    path.write_text("version: 1\nprotocols:\n" + textwrap.indent(textwrap.dedent(body), "  "), encoding="utf-8")
+    return path
+
+
+# --- checked before anything runs ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("body, message", [
+    ("p: {task: e2e, seedz: [0], arms: {a: {method: lora}}}", r"unknown key 'seedz'; did you mean 'seeds'"),
+    ("p: {task: e2e, arms: {a: {method: lorra}}}", r"unknown method 'lorra'; valid methods: .*lora"),
+    ("p: {task: e2e, arms: {a: {method: lora, overrides: {optim.lrr: 0.1}}}}", r"arms\.a .*'lrr'.*'lr'"),
+    ("p: {task: e2e, arms: {a: {method: lora, method_args: {rank: 4}}}}", r"arms\.a: .*unexpected keyword argument .rank."),
+    ("p: {task: e2e, lr_from: q, arms: {a: {method: lora}}}", r"lr_from: 'q' is not a protocol"),
+    ("g: {task: e2e, lr_grid: [0.1], arms: {a: {method: lora}}}\n"
+     "p: {task: e2e, lr_from: g, arms: {b: {method: lora}}}", r"lr_arm: 'b' is not an arm of 'g'"),
+    ("p: {task: nlg, arms: {a: {method: lora}}}", r"task: expected one of"),
+    ("p: {task: e2e, steps: 0, arms: {a: {method: lora}}}", r"steps: expected a positive"),
+    ("p: {task: e2e, lr_grid: [], arms: {a: {method: lora}}}", r"lr_grid: expected a non-empty list"),
+    ("p: {task: e2e, arms: {t: {baseline: oracle}}}", r"baseline: expected one of"),
+    ("p: {task: e2e, compile: true, arms: {a: {method: prefix}}}", r"does not support run.compile"),
+])
+def test_bad_suite_files_fail_before_anything_runs(tmp_path, body, message):
+    with pytest.raises(ConfigError, match=message):
+        load_suite(write_suite(tmp_path, body))
+
+
+def test_missing_or_malformed_suite_file(tmp_path):
+    with pytest.raises(ConfigError, match="suite file not found"):
+        load_suite(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("protocols: [unclosed", encoding="utf-8")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_suite(bad)
+
+
+# --- expansion ----------------------------------------------------------------------------------------------------
+def test_grids_lengths_tasks_and_seed_major_order(tmp_path):
+    suite = load_suite(write_suite(tmp_path, """
+        grid:
+          task: e2e
+          lr_grid_factors: [0.5, 2.0]
+          overrides: {optim.lr: 0.001}
+          arms: {lora: {method: lora}, solo: {method: solo, method_args: {rank: 2}}}
+        lengths:
+          task: glue
+          glue_tasks: [sst2, mrpc]
+          seeds: [0, 1]
+          prefix_lengths: [5, 20]
+          arms: {rg: {method: gated-prefix, method_args: {residual: R-a, gate: G-a}}}
+    """))
+    grid = suite.protocol_runs("grid")
+    assert [(r.arm, r.lr) for r in grid] == [("lora@lr=0.0005", 0.0005), ("lora@lr=0.002", 0.002),
+                                             ("solo@lr=0.0005", 0.0005), ("solo@lr=0.002", 0.002)]
+    assert all(r.recipe["optim"]["lr"] == r.lr for r in grid)
+    assert grid[2].recipe["method_args"] == {"rank": 2}  # the arm's method_args replace the recipe's
+    lengths = suite.protocol_runs("lengths")
+    assert [r.seed for r in lengths] == [0] * 4 + [1] * 4  # every arm at seed 0 before any at seed 1
+    assert {(r.task, r.arm, r.prefix_length) for r in lengths if r.seed == 0} == {
+        ("sst2", "rg@5", 5), ("sst2", "rg@20", 20), ("mrpc", "rg@5", 5), ("mrpc", "rg@20", 20)}
+    assert all(r.recipe["method_args"]["num_virtual_tokens"] == r.prefix_length for r in lengths)
+    assert all(r.recipe["data"]["glue_task"] == r.task for r in lengths)
+
+
+def test_the_shipped_suite_loads_and_matches_its_claims():
+    suite = load_suite(Path(__file__).resolve().parents[1] / "benchmarks" / "quality" / "suite.yaml")
+    assert {"lr-grid-e2e", "e2e-mini", "glue-mini", "prefix-length", "e2e-solo"} <= set(suite.protocols)
+    mini = {r.arm: r for r in suite.protocol_runs("e2e-mini") if r.seed == 0}
+    assert {"template", "lora", "solo", "solo-r4", "kernel-mix", "kernel-mix-authors", "prefix", "gated-prefix",
+            "houlsby", "bitfit", "full"} <= set(mini)
+    assert all(r.recipe["optim"]["max_steps"] == 1000 for r in mini.values() if not r.baseline)
+    assert all(r.recipe["run"]["bf16"] is True for r in mini.values() if not r.baseline)
+    assert mini["lora"].compile and not mini["prefix"].compile  # compile exactly where supported
+    assert {r.seed for r in suite.protocol_runs("e2e-mini") if r.arm == "lora"} == {0, 1, 2}
+    lengths = {r.prefix_length for r in suite.protocol_runs("prefix-length")}
+    assert lengths == {5, 10, 20, 50, 100}
+
+
+# --- results file -------------------------------------------------------------------------------------------------
+def test_results_file_names_the_bad_line_and_survives_a_cut_write(tmp_path):
+    path = tmp_path / "results.jsonl"
+    good = {"protocol": "p", "task": "e2e", "arm": "a", "method": "lora", "seed": 0, "metrics": {"BLEU": 0.5}}
+    append_result(path, good)
+    with path.open("a") as handle:
+        handle.write('{"protocol": "p", "task"')  # a runner killed mid-write
+    with pytest.raises(ResultsFileError, match=r"results\.jsonl:2: not a JSON line"):
+        read_results(path)
+    with pytest.warns(UserWarning, match="incomplete last line"):
+        append_result(path, {**good, "seed": 1})
+    assert [r["seed"] for r in read_results(path)] == [0, 1]
+    path.write_text(json.dumps({"protocol": "p", "task": "e2e"}) + "\n")
+    with pytest.raises(ResultsFileError, match=r":1: missing key\(s\) arm, method, seed, metrics"):
+        read_results(path)
+
+
+# --- the runner ---------------------------------------------------------------------------------------------------
+def test_runner_picks_the_grid_lr_resumes_and_never_double_counts(tmp_path, shared_data):
+    path = write_suite(tmp_path, f"""
+        grid:
+          task: glue
+          glue_tasks: [sst2]
+          steps: 2
+          compile: false
+          lr_grid: [1.0e-5, 3.0e-3]
+          {GLUE_COMMON}
+          arms: {{lora: {{method: lora}}}}
+        main:
+          task: glue
+          glue_tasks: [sst2]
+          steps: 4
+          compile: false
+          lr_from: grid
+          {GLUE_COMMON}
+          arms: {{lora: {{method: lora}}}}
+    """)
+    suite = load_suite(path)
+    results, runs = tmp_path / "results.jsonl", tmp_path / "runs"
+    assert [p.status for p in plan(suite, results, runs)] == ["missing", "missing", "waiting"]
+    lines: list[str] = []
+    assert run_suite(suite, results, runs, data_dir=str(shared_data), echo=lines.append) == 3
+    records = read_results(results)
+    assert [r["arm"] for r in records] == ["lora@lr=1e-05", "lora@lr=0.003", "lora"]
+    grid = {r["lr_grid_value"]: r["selection"] for r in records[:2]}
+    chosen, _ = choose_lr(suite.protocol_runs("main")[0], suite, {result_key(r["protocol"], r["task"], r["arm"],
+                                                                             r["seed"]): r for r in records})
+    assert chosen == max(sorted(grid), key=lambda lr: grid[lr])
+    main_line = records[2]
+    assert main_line["lr"] == chosen and main_line["steps"] == 4 and main_line["n_inputs"] == 16
+    assert main_line["recipe"]["optim"]["lr"] == chosen and main_line["curves"]["dev"]
+    assert main_line["trainable_params"] > 0 and main_line["stored_params"] >= main_line["trainable_params"] - 10**6
+    # nothing left: a second invocation records nothing
+    assert run_suite(suite, results, runs, data_dir=str(shared_data), echo=lines.append) == 0
+    assert len(read_results(results)) == 3
+    assert all(p.status == "done" for p in plan(suite, results, runs))
+
+    # a half-done run folder (trained, killed before its final metrics) is resumed, then counted once
+    spec = suite.protocol_runs("main")[0]
+    run_dir = spec.run_dir(runs)
+    results.write_text("".join(line for line in results.read_text().splitlines(keepends=True)
+                               if '"protocol":"main"' not in line))
+    (run_dir / "metrics.json").unlink()
+    assert plan(suite, results, runs)[2].status == "partial"
+    lines.clear()
+    assert run_suite(suite, results, runs, data_dir=str(shared_data), echo=lines.append) == 1
+    assert any("resuming the half-done run" in line for line in lines)
+    assert "--resume" in run_dir.with_name(run_dir.name + ".log").read_text()
+    assert [r["arm"] for r in read_results(results)].count("lora") == 1
+
+    # a finished folder whose line was lost is recorded from the folder, not retrained
+    results.write_text("".join(line for line in results.read_text().splitlines(keepends=True)
+                               if '"protocol":"main"' not in line))
+    before = (run_dir / "metrics.json").stat().st_mtime_ns
+    lines.clear()
+    assert run_suite(suite, results, runs, data_dir=str(shared_data), echo=lines.append) == 1
+    assert any("already trained" in line for line in lines)
+    assert (run_dir / "metrics.json").stat().st_mtime_ns == before
+
+    # another recipe for a recorded run makes it stale (kept unless --rerun-stale)
+    path.write_text(path.read_text().replace("lr_from: grid", "lr_from: grid\n    description: a note"))
+    assert all(p.status == "done" for p in plan(load_suite(path), results, runs))  # same recipes: still done
+    text = path.read_text()
+    cut = text.index("  main:")
+    path.write_text(text[:cut] + text[cut:].replace("{method: lora}", "{method: lora, overrides: {optim.betas: "
+                                                                   "[0.9, 0.98]}}"))
+    statuses = {p.spec.protocol: p.status for p in plan(load_suite(path), results, runs)}
+    assert statuses == {"grid": "done", "main": "stale"}
