@@ -171,12 +171,12 @@ def test_status_counts_on_a_partial_suite(tmp_path, suite):
     assert row(status, "e2e-mini")[1:7] == ["13", "1", "11", "0", "0", "1"]
     assert row(status, "e2e-solo")[1:7] == ["1", "0", "0", "1", "0", "0"]
     assert row(status, "prefix-length")[1:7] == ["40", "0", "40", "0", "0", "0"]
-    assert row(status, "lr-grid-e2e")[7] == "160 s"  # 10 + 20 + 30 done + 100 stale
+    assert row(status, "lr-grid-e2e")[7] == "60 s"  # 10 + 20 + 30 done (the stale line's 100 s is left out)
     # remaining lr-grid-e2e: 2 missing + 1 stale, estimated from the done lora runs' mean (20 s) or the protocol's
     assert row(status, "lr-grid-e2e")[8].startswith("≈ 60 s")
     assert "Complete: none." in status
     assert "lr-grid-e2e (3 of 6 done)" in status and "prefix-length (0 of 40 done)" in status
-    assert "1 ignored" in status and "estimate" in status
+    assert "1 ignored" in status and "1 stale" in status and "estimate" in status
 
 
 # -------------------------------------------------------------------------------------------------------- verdicts

@@ -4,10 +4,19 @@
 # progress resumes from its last checkpoint), start it again, and it only runs what is missing. Never run two
 # trainings at once on a 2-core machine.
 #   bash benchmarks/quality/run_all.sh            (from the repo root, after scripts/setup.sh)
+# To train from a frozen checkout while developing in another (results and run folders kept in the main one):
+#   git worktree add ../suite-wt HEAD && cd ../suite-wt && PEFTLAB_PYTHON=../main/.venv/bin/python \
+#     PEFTLAB_BENCH_ROOT=../main bash benchmarks/quality/run_all.sh
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 export PEFTLAB_DATA_DIR=${PEFTLAB_DATA_DIR:-$(cd .. && pwd)/shared/data}
-bench() { .venv/bin/peftlab bench quality run "$@" || echo "[run_all] step failed: $*"; }
+PYTHON=${PEFTLAB_PYTHON:-.venv/bin/python}
+ROOT=${PEFTLAB_BENCH_ROOT:-.}
+export PYTHONPATH="$(pwd)/src${PYTHONPATH:+:$PYTHONPATH}"   # this checkout's code, also in every training process
+bench() {
+  "$PYTHON" -m peftlab.cli bench quality run --results "$ROOT/benchmarks/results/quality.jsonl" \
+    --runs-dir "$ROOT/runs/quality" "$@" || echo "[run_all] step failed: $*"
+}
 bench --protocol lr-grid-e2e
 bench --protocol e2e-mini --seed 0
 bench --protocol lr-grid-glue
@@ -19,4 +28,3 @@ for seed in 1 2; do
   bench --protocol prefix-length --seed "$seed"
 done
 bench --protocol e2e-solo
-.venv/bin/peftlab bench quality docs

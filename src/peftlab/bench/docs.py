@@ -69,7 +69,8 @@ def render_benchmarks_doc(suite: Suite, lines: list[dict[str, Any]], planned: li
     results file as the page names it."""
     latest = latest_by_key(lines)
     keys = {spec.key for spec in suite.runs}
-    current = {k: r for k, r in latest.items() if k in keys}
+    stale = {p.spec.key for p in planned if p.status == "stale"}  # made with another recipe: not comparable
+    current = {k: r for k, r in latest.items() if k in keys and k not in stale}
     res = Results(suite, current)
     made = plots(res) if plots else {}
     md = ["# Benchmarks: the quality suite", "",
@@ -157,9 +158,9 @@ def _status(suite: Suite, res: Results, planned: list[PlannedRun], lines: list[d
     stale = sum(1 for p in planned if p.status == "stale")
     md.append(f"The remaining compute is an estimate: the mean train time of the done runs of the same arm in the "
               f"same protocol (else of the protocol). {len(lines)} result line(s) read: {len(current)} current, "
-              f"{len(lines) - len(latest)} superseded by a newer line of the same run, {len(latest) - len(current)} "
-              f"ignored (their protocol or arm is no longer in the suite). The tables and verdicts use every current "
-              f"line, including {stale} stale one(s) (made with another recipe).")
+              f"{len(lines) - len(latest)} superseded by a newer line of the same run, {len(latest) - len(current) - stale} "
+              f"ignored (their protocol or arm is no longer in the suite), {stale} stale (made with another recipe "
+              f"than the suite's now: left out of the tables and verdicts until re-run with `--rerun-stale`).")
     return md + [""]
 
 

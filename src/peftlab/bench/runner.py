@@ -94,7 +94,9 @@ def plan(suite: Suite, results_path: Path, runs_dir: Path, select: Callable[[Run
             planned.append(PlannedRun(spec, "waiting", choose_lr(spec, suite, results)[1], record))
             continue
         if record is not None:
-            same = comparable_recipe(record.get("recipe") or {}) == comparable_recipe(_normalised(recipe))
+            # a line without a recipe (written by hand or by an older runner) cannot be judged: taken as current
+            same = "recipe" not in record or comparable_recipe(record["recipe"]) == comparable_recipe(
+                _normalised(recipe))
             planned.append(PlannedRun(spec, "done" if same else "stale",
                                       "" if same else "its result line was made with another recipe", record))
             continue
