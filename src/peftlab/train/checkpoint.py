@@ -64,6 +64,33 @@ def save_checkpoint(directory: Path, peft_model, optimizer, scheduler, state: di
     shutil.rmtree(old, ignore_errors=True)
 
 
+def checkpoint_step(directory: Path) -> int | None:
+    """The step of a complete checkpoint folder (all three files; state.json, written last, parses), else None."""
+    try:
+        if not ((directory / "params.safetensors").is_file() and (directory / "trainer_state.pt").is_file()):
+            return None
+        return int(json.loads((directory / "state.json").read_text(encoding="utf-8"))["step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def find_checkpoint(directory: Path) -> Path | None:
+    """The newest complete checkpoint among ``directory`` and the ``.old`` / ``.tmp`` folders a save that was killed
+    between its renames leaves behind; it is moved to ``directory`` (the others are removed). None if there is none."""
+    candidates = [directory, directory.with_name(directory.name + ".old"), directory.with_name(directory.name + ".tmp")]
+    steps = {path: checkpoint_step(path) for path in candidates if path.is_dir()}
+    complete = {path: step for path, step in steps.items() if step is not None}
+    if not complete:
+        return None
+    best = max(complete, key=lambda path: (complete[path], path == directory))
+    if best != directory:
+        shutil.rmtree(directory, ignore_errors=True)  # incomplete or older
+        best.rename(directory)
+    for path in candidates[1:]:
+        shutil.rmtree(path, ignore_errors=True)
+    return directory
+
+
 def _numpy_state() -> list:
     name, keys, pos, has_gauss, cached = np.random.get_state()
     return [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached]

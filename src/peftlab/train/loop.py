@@ -7,6 +7,7 @@ import json
 import math
 import os
 import random
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,8 @@ from transformers import get_scheduler
 
 from ..errors import ConfigError, PeftlabError
 from ..model import get_peft_model
-from .checkpoint import BEST_FILE, load_best_snapshot, load_checkpoint, save_checkpoint, training_state_params
+from .checkpoint import (BEST_FILE, checkpoint_step, find_checkpoint, load_best_snapshot, load_checkpoint,
+                         save_checkpoint, training_state_params)
 from .methods import build_method_config
 from .recipe import Recipe
 from .rundir import peak_memory_mb, prepare_run_dir, write_run_files
@@ -64,52 +66,61 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, prog
                               gradient_accumulation_steps=recipe.optim.grad_accum,
                               log_with=trackers or None, project_dir=tracker_dir(output_dir))
     main = accelerator.is_main_process
+    existed = output_dir.exists()
+    fresh_dir = main and (overwrite or not (output_dir / "config.yaml").exists())
     if main:  # one process owns the run folder; the others wait (if it refuses, the launcher stops them)
         prepare_run_dir(output_dir, recipe, resume=resume, overwrite=overwrite)
     accelerator.wait_for_everyone()
     if trackers:
         accelerator.init_trackers(PROJECT_NAME, config=hparams(recipe.to_dict()))
-    task = make_task(recipe)
-    tokenizer = load_tokenizer(recipe.model.name)
-    load_kwargs = {"num_labels": task.num_labels} if recipe.task == "glue" else {}
-    load_kwargs["attn_implementation"] = resolve_attn_implementation(recipe.model.attn_implementation)
-    model = load_model(recipe.model.name, task=task.model_task, dtype=recipe.model.dtype, **load_kwargs)
-    if recipe.model.disable_dropout:
-        for module in model.modules():
-            if isinstance(module, torch.nn.Dropout):
-                module.p = 0.0
-    if getattr(model.config, "pad_token_id", None) is None and tokenizer.pad_token_id is not None:
-        model.config.pad_token_id = tokenizer.pad_token_id
-    peft_model = get_peft_model(model, peft_config)
-    if recipe.run.bf16 and recipe.run.bf16_frozen_weights:
-        cast_frozen_weights(peft_model, torch.bfloat16)
-    if recipe.run.gradient_checkpointing:
-        peft_model.gradient_checkpointing_enable()
-    if recipe.run.compile:
-        compile_blocks(peft_model)
-    trainable, total = peft_model.get_nb_trainable_parameters()
-    if main:
-        print(peft_model.adapter_summary())
+    try:  # a run that fails before training starts leaves no run folder behind (the same command can run again)
+        task = make_task(recipe)
+        tokenizer = load_tokenizer(recipe.model.name)
+        load_kwargs = {"num_labels": task.num_labels} if recipe.task == "glue" else {}
+        load_kwargs["attn_implementation"] = resolve_attn_implementation(recipe.model.attn_implementation)
+        model = load_model(recipe.model.name, task=task.model_task, dtype=recipe.model.dtype, **load_kwargs)
+        if recipe.model.disable_dropout:
+            for module in model.modules():
+                if isinstance(module, torch.nn.Dropout):
+                    module.p = 0.0
+        if getattr(model.config, "pad_token_id", None) is None and tokenizer.pad_token_id is not None:
+            model.config.pad_token_id = tokenizer.pad_token_id
+        peft_model = get_peft_model(model, peft_config)
+        if recipe.run.bf16 and recipe.run.bf16_frozen_weights:
+            cast_frozen_weights(peft_model, torch.bfloat16)
+        if recipe.run.gradient_checkpointing:
+            peft_model.gradient_checkpointing_enable()
+        if recipe.run.compile:
+            compile_blocks(peft_model)
+        trainable, total = peft_model.get_nb_trainable_parameters()
+        if main:
+            print(peft_model.adapter_summary())
 
-    items = task.train_items()
-    generator = torch.Generator().manual_seed(recipe.run.seed)
-    loader = DataLoader(items, batch_size=recipe.optim.batch_size, shuffle=True, generator=generator,
-                        collate_fn=lambda chunk: task.collate(tokenizer, chunk), drop_last=False)
-    total_steps = _steps_plan(recipe, len(loader))
-    loss_module = task.loss_module(peft_model)
-    params = [p for p in peft_model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=recipe.optim.lr, weight_decay=recipe.optim.weight_decay,
-                                  betas=recipe.optim.betas)
-    scheduler = get_scheduler(recipe.optim.schedule, optimizer, num_warmup_steps=recipe.optim.warmup_steps,
-                              num_training_steps=total_steps)
-    loss_module, optimizer, loader, scheduler = accelerator.prepare(loss_module, optimizer, loader, scheduler)
+        items = task.train_items()
+        generator = torch.Generator().manual_seed(recipe.run.seed)
+        loader = DataLoader(items, batch_size=recipe.optim.batch_size, shuffle=True, generator=generator,
+                            collate_fn=lambda chunk: task.collate(tokenizer, chunk), drop_last=False)
+        total_steps = _steps_plan(recipe, len(loader))
+        loss_module = task.loss_module(peft_model)
+        params = [p for p in peft_model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=recipe.optim.lr, weight_decay=recipe.optim.weight_decay,
+                                      betas=recipe.optim.betas)
+        scheduler = get_scheduler(recipe.optim.schedule, optimizer, num_warmup_steps=recipe.optim.warmup_steps,
+                                  num_training_steps=total_steps)
+        loss_module, optimizer, loader, scheduler = accelerator.prepare(loss_module, optimizer, loader, scheduler)
 
+    except BaseException:
+        if fresh_dir:
+            _undo_run_dir(output_dir, existed)
+        raise
     for name in peft_model.peft_config:  # e.g. Solo's ramp_steps="auto" follows the planned steps
         peft_model._tuner(name).on_train_begin(peft_model, name, total_steps, recipe.optim.warmup_steps)
 
     ckpt_dir = output_dir / "checkpoint"
     state = {"step": 0, "epoch": 0, "batches_done": 0, "best": None, "tokens": 0, "train_seconds": 0.0}
     best_state: dict[str, torch.Tensor] | None = None
+    found = find_checkpoint(ckpt_dir) if resume and main else None  # recovers a save killed between renames
+    accelerator.wait_for_everyone()
     if resume and ckpt_dir.exists():
         state = load_checkpoint(ckpt_dir, peft_model, optimizer, scheduler)
         best_state = load_best_snapshot(ckpt_dir, peft_model)
@@ -127,7 +138,7 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, prog
         best_state = _adapter_snapshot(peft_model)
     log_path = output_dir / "metrics.jsonl"
     if resume and main:  # records written after the checkpoint are replayed by this run: drop them
-        _truncate_log(log_path, state["step"] if ckpt_dir.exists() else -1)
+        _truncate_log(log_path, state["step"] if found else -1)
     eval_every = recipe.run.eval_every or max(1, len(loader) // recipe.optim.grad_accum)
     ckpt_every = recipe.run.checkpoint_every or eval_every
 
@@ -138,24 +149,37 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, prog
         if trackers:  # accelerate logs on the main process only
             accelerator.log(flatten_scalars({k: v for k, v in record.items() if k != "step"}), step=record["step"])
 
-    def evaluate_and_checkpoint(step: int) -> None:
+    def checkpoint(step: int) -> None:
+        if not main or step == 0:
+            return
+        bad = _nonfinite_tensors(peft_model)
+        if bad:  # never replace the last good checkpoint with a poisoned one
+            raise NonFiniteLossError(f"trainable tensors are NaN/inf at step {step} ({', '.join(bad[:3])}); "
+                                     f"{_last_good(ckpt_dir)} (lower optim.lr or check the data)")
+        save_checkpoint(ckpt_dir, peft_model, optimizer, scheduler, state, best=best_state)
+
+    def evaluate_and_checkpoint(step: int, save: bool) -> None:
         nonlocal best_state
         scores = task.dev_score(accelerator.unwrap_model(loss_module), tokenizer)
+        if not math.isfinite(scores["selection"]):
+            raise NonFiniteLossError(f"the dev score is {scores['selection']} at step {step}; {_last_good(ckpt_dir)} "
+                                     "(lower optim.lr or check the data)")
         improved = state["best"] is None or scores["selection"] > state["best"]["selection"]
         if improved:
             state["best"] = {**scores, "step": step}
             best_state = _adapter_snapshot(peft_model)
         log({"step": step, "eval": scores, "best_step": state["best"]["step"]})
-        if main and step > 0 and (step % ckpt_every == 0 or step == total_steps):
-            save_checkpoint(ckpt_dir, peft_model, optimizer, scheduler, state, best=best_state)
+        if save:
+            checkpoint(step)
 
     if state["step"] == 0:  # the starting point: logged, printed, and a candidate for the best step
-        evaluate_and_checkpoint(0)
+        evaluate_and_checkpoint(0, save=False)
         if main:
             print(f"[train] before training: {_format_scores(state['best'])}")
     bar = tqdm(total=total_steps, initial=state["step"], desc="train", unit="step", disable=not (progress and main))
     loss_module.train()
-    window_loss, window_micro, t_start = 0.0, 0, time.perf_counter()
+    window_loss, window_micro = state.get("window", (0.0, 0))  # a log window cut by a checkpoint continues
+    t_start = time.perf_counter()
     while state["step"] < total_steps:
         generator.manual_seed(recipe.run.seed + state["epoch"])  # the epoch's order, reproducible on resume
         epoch_loader = accelerator.skip_first_batches(loader, state["batches_done"]) if state["batches_done"] else loader
@@ -163,8 +187,8 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, prog
             with accelerator.accumulate(loss_module):
                 loss = loss_module(**batch)
                 if not torch.isfinite(loss):
-                    raise NonFiniteLossError(f"loss is {loss.item()} at step {state['step']}; the last good "
-                                             f"checkpoint is in {ckpt_dir} (lower optim.lr or check the data)")
+                    raise NonFiniteLossError(f"loss is {loss.item()} at step {state['step']}; {_last_good(ckpt_dir)} "
+                                             "(lower optim.lr or check the data)")
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and recipe.optim.clip_grad_norm:
                     accelerator.clip_grad_norm_(params, recipe.optim.clip_grad_norm)
@@ -190,9 +214,16 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, prog
                 log(record)
                 bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{record['tokens_per_second']:.0f}")
                 window_loss, window_micro = 0.0, 0
-            if state["step"] % eval_every == 0 or state["step"] == total_steps:
+            step = state["step"]
+            evaluate_now = step % eval_every == 0 or step == total_steps
+            save_now = step % ckpt_every == 0 or step == total_steps  # its own cadence, with or without an eval
+            if evaluate_now or save_now:
                 state["train_seconds"] += time.perf_counter() - t_start
-                evaluate_and_checkpoint(state["step"])
+                state["window"] = [window_loss, window_micro]
+                if evaluate_now:
+                    evaluate_and_checkpoint(step, save=save_now)
+                else:
+                    checkpoint(step)
                 t_start = time.perf_counter()
             if state["step"] >= total_steps:
                 break
@@ -233,6 +264,28 @@ def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, prog
     if trackers:
         accelerator.end_training()
     return metrics
+
+
+def _undo_run_dir(output_dir: Path, existed: bool) -> None:
+    """Remove what a run that failed during set-up wrote (the whole folder if this run created it)."""
+    if not existed:
+        shutil.rmtree(output_dir, ignore_errors=True)
+        return
+    for name in ("config.yaml", "metrics.jsonl"):
+        (output_dir / name).unlink(missing_ok=True)
+    shutil.rmtree(output_dir / "trackers", ignore_errors=True)
+
+
+def _nonfinite_tensors(peft_model) -> list[str]:
+    return [name for name, p in training_state_params(peft_model).items()
+            if p.is_floating_point() and not bool(torch.isfinite(p).all())]
+
+
+def _last_good(ckpt_dir: Path) -> str:
+    step = checkpoint_step(ckpt_dir)
+    if step is None:
+        return "no checkpoint was written before this (nothing to resume)"
+    return f"the last good checkpoint (step {step}) is in {ckpt_dir}"
 
 
 def _truncate_log(path: Path, last_step: int) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 import typing
 from dataclasses import dataclass, field
@@ -183,7 +184,55 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
 
 
 def recipe_from_dict(data: dict[str, Any], source: str = "recipe") -> Recipe:
-    return _build(Recipe, data or {}, source)
+    """A checked Recipe: known keys, right types, and values in range (before any data or weights load)."""
+    recipe = _build(Recipe, data or {}, source)
+    check_values(recipe, source)
+    return recipe
+
+
+# (section, field, lowest allowed value, what it counts); None (where allowed) is always accepted
+_AT_LEAST: tuple[tuple[str, str, float, str], ...] = (
+    ("optim", "batch_size", 1, "examples per step"),
+    ("optim", "grad_accum", 1, "micro-batches per optimizer step"),
+    ("optim", "max_steps", 1, "optimizer steps; leave it out to train for optim.epochs"),
+    ("optim", "warmup_steps", 0, "warm-up steps"),
+    ("data", "max_length", 1, "tokens"),
+    ("data", "train_limit", 1, "training examples; leave it out for all"),
+    ("data", "eval_limit", 1, "evaluation inputs; leave it out for all"),
+    ("data", "dev_limit", 1, "dev examples; leave it out for all"),
+    ("decode", "num_beams", 1, "beams; 1 = greedy"),
+    ("decode", "max_new_tokens", 1, "generated tokens"),
+    ("decode", "batch_size", 1, "inputs decoded together"),
+    ("decode", "no_repeat_ngram_size", 0, "n-gram size; 0 = off"),
+    ("run", "eval_every", 1, "optimizer steps; leave it out for once per epoch"),
+    ("run", "log_every", 1, "optimizer steps"),
+    ("run", "checkpoint_every", 1, "optimizer steps; leave it out to checkpoint at each evaluation"),
+)
+
+
+def check_values(recipe: Recipe, source: str = "recipe") -> None:
+    """Every numeric field in its range; ConfigError naming ``source.section.field``, the value and the range."""
+    for section, name, low, what in _AT_LEAST:
+        value = getattr(getattr(recipe, section), name)
+        if value is not None and value < low:
+            raise ConfigError(f"{source}.{section}.{name}: must be >= {low:g} ({what}), got {value!r}")
+    optim = recipe.optim
+    checks = [
+        ("optim.lr", optim.lr, math.isfinite(optim.lr) and optim.lr > 0, "a finite number > 0"),
+        ("optim.epochs", optim.epochs, math.isfinite(optim.epochs) and optim.epochs > 0, "a finite number > 0"),
+        ("optim.weight_decay", optim.weight_decay, math.isfinite(optim.weight_decay) and optim.weight_decay >= 0,
+         "a finite number >= 0"),
+        ("optim.label_smoothing", optim.label_smoothing, 0.0 <= optim.label_smoothing < 1.0, "in [0, 1)"),
+        ("optim.betas", optim.betas, all(0.0 <= b < 1.0 for b in optim.betas), "two numbers in [0, 1)"),
+        ("optim.clip_grad_norm", optim.clip_grad_norm,
+         optim.clip_grad_norm is None or (math.isfinite(optim.clip_grad_norm) and optim.clip_grad_norm > 0),
+         "a finite number > 0, or null for no clipping"),
+        ("decode.length_penalty", recipe.decode.length_penalty, math.isfinite(recipe.decode.length_penalty),
+         "a finite number"),
+    ]
+    for key, value, ok, expected in checks:
+        if not ok:
+            raise ConfigError(f"{source}.{key}: expected {expected}, got {value!r}")
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

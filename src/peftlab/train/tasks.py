@@ -161,10 +161,12 @@ class GlueTrainTask:
     def predict(self, model, tokenizer) -> list[float]:
         model.eval()
         predictions: list[float] = []
+        self.last_logits_finite = True
         for i in range(0, len(self.dev.examples), 64):
             batch = self.collate(tokenizer, self.dev.examples[i:i + 64])
             batch.pop("labels")
             logits = model(**batch).logits
+            self.last_logits_finite &= bool(torch.isfinite(logits).all())
             if self.spec.task_type == "regression":
                 predictions.extend(logits[:, 0].tolist())
             else:
@@ -180,7 +182,9 @@ class GlueTrainTask:
         loss_module.eval()
         metrics = self._metrics(self.predict(loss_module.peft_model, tokenizer))
         loss_module.train()
-        return {**metrics, "selection": metrics[self.spec.metrics[0]]}
+        # NaN/inf logits make a meaningless score (argmax of NaN): the selection is NaN, so training stops there
+        selection = metrics[self.spec.metrics[0]] if self.last_logits_finite else float("nan")
+        return {**metrics, "selection": selection}
 
     def final_eval(self, peft_model, tokenizer, output_dir, progress: bool = True) -> dict[str, Any]:
         predictions = self.predict(peft_model, tokenizer)
