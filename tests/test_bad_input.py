@@ -152,3 +152,77 @@ def test_adapter_operations_on_unknown_names():
 def test_all_errors_share_one_hierarchy():
     for error in (AdapterError, AdapterLoadError, ConfigError, TargetModuleError, UnsupportedModelError):
         assert issubclass(error, PeftlabError)
+
+
+# --- silent acceptance that is now refused (issue 11) ----------------------------------------------------------------
+def test_lora_alpha_must_be_finite_and_rank_at_most_the_smallest_side():
+    from conftest import make_tiny
+
+    from peftlab import LoraConfig, get_peft_model
+
+    with pytest.raises(ConfigError, match=r"LoraConfig.lora_alpha: expected a finite number, got inf"):
+        LoraConfig(lora_alpha=float("inf"))
+    with pytest.raises(ConfigError, match=r"alpha_pattern\['q'\]: expected a finite"):
+        LoraConfig(alpha_pattern={"q": float("nan")})
+    base = make_tiny("llama")
+    flags = [p.requires_grad for p in base.parameters()]
+    with pytest.raises(ConfigError, match=r"LoraConfig.r: 1000 is larger than .* Allowed: 1\.\.\d+"):
+        get_peft_model(base, LoraConfig(r=1000, target_modules=["q"]))
+    assert [p.requires_grad for p in base.parameters()] == flags  # a failed wrap leaves the base as it was
+    assert not any(n for n, _ in base.named_modules() if "lora" in n)
+
+
+def test_a_failed_get_peft_model_restores_requires_grad():
+    from conftest import make_tiny
+
+    from peftlab import LoraConfig, TargetModuleError, get_peft_model
+
+    base = make_tiny("gpt2")
+    before = sum(p.requires_grad for p in base.parameters())
+    assert before > 0
+    with pytest.raises(TargetModuleError):
+        get_peft_model(base, LoraConfig(target_modules=["nonexistent"]))
+    assert sum(p.requires_grad for p in base.parameters()) == before
+
+
+@pytest.mark.parametrize("corrupt, message", [
+    (lambda t: torch.full_like(t, float("nan")), r"holds \d+ NaN/inf value"),
+    (lambda t: t.to(torch.int64), r"is torch.int64, the model expects torch.float32"),
+])
+def test_adapter_files_with_nan_or_integer_tensors_are_refused(tmp_path, corrupt, message):
+    from conftest import make_tiny
+    from safetensors.torch import load_file, save_file
+
+    from peftlab import AdapterLoadError, LoraConfig, PeftModel, get_peft_model
+
+    model = get_peft_model(make_tiny("gpt2"), LoraConfig(r=2, target_modules=["q", "v"], init_weights=False))
+    model.save_pretrained(tmp_path)
+    weights = tmp_path / "adapter_model.safetensors"
+    tensors = load_file(str(weights))
+    save_file({k: corrupt(v).contiguous() for k, v in tensors.items()}, str(weights))
+    base = make_tiny("gpt2")
+    with pytest.raises(AdapterLoadError, match=message):
+        PeftModel.from_pretrained(base, tmp_path)
+    assert not any("lora" in n for n, _ in base.named_modules())
+
+
+def test_fp16_adapter_loads_with_a_note_and_a_newer_version_warns(tmp_path):
+    import json
+
+    from conftest import make_tiny
+    from safetensors.torch import load_file, save_file
+
+    from peftlab import LoraConfig, PeftModel, get_peft_model
+
+    model = get_peft_model(make_tiny("gpt2"), LoraConfig(r=2, target_modules=["q", "v"], init_weights=False))
+    model.save_pretrained(tmp_path)
+    weights = tmp_path / "adapter_model.safetensors"
+    save_file({k: v.half().contiguous() for k, v in load_file(str(weights)).items()}, str(weights))
+    with pytest.warns(UserWarning, match=r"lower precision(.|\n)*torch.float16"):
+        PeftModel.from_pretrained(make_tiny("gpt2"), tmp_path)
+    config_path = tmp_path / "adapter_config.json"
+    data = json.loads(config_path.read_text())
+    data["peftlab_version"] = "99.0"
+    config_path.write_text(json.dumps(data))
+    with pytest.warns(UserWarning, match=r"written by peftlab 99\.0, newer than this peftlab"):
+        PeftModel.from_pretrained(make_tiny("gpt2"), tmp_path)

@@ -156,3 +156,19 @@ def test_bad_csv_inputs(tmp_path: Path) -> None:
     lora.write_text("name : A||A .\nname : B | no separator\n", encoding="utf-8")
     with pytest.raises(DataError, match=r"lora\.txt: line 2: expected `context\|\|reference`"):
         read_lora_file(lora)
+
+
+def test_a_split_made_of_parts_needs_every_part(tmp_path, shared_data):
+    import shutil
+
+    from peftlab.data import load_e2e
+
+    folder = tmp_path / "e2e"
+    folder.mkdir()
+    for part in sorted((shared_data / "e2e").glob("trainset.csv.part*")):
+        shutil.copy(part, folder / part.name)
+    total = len(load_e2e("train", tmp_path).records)
+    assert total == 42061
+    (folder / "trainset.csv.part2of3").unlink()
+    with pytest.raises(DataError, match=r"split into 3 parts but some are missing \(trainset\.csv\.part2of3\)"):
+        load_e2e("train", tmp_path)

@@ -21,6 +21,31 @@ from .errors import AdapterLoadError, ConfigError
 CONFIG_NAME = "adapter_config.json"
 
 
+def _version_tuple(text: str) -> tuple[int, ...] | None:
+    parts = []
+    for piece in str(text).split(".")[:3]:
+        digits = "".join(ch for ch in piece if ch.isdigit()) if piece[:1].isdigit() else ""
+        if not digits:
+            break
+        parts.append(int(digits))
+    return tuple(parts) or None
+
+
+def _warn_if_newer(saved: Any, source: str) -> None:
+    """A config written by a newer peftlab may use fields or semantics this one does not know: say so."""
+    from . import __version__
+
+    if saved is None:
+        return
+    theirs, ours = _version_tuple(saved), _version_tuple(__version__)
+    if theirs is None:
+        warnings.warn(f"{source}: unreadable peftlab_version {saved!r}", stacklevel=3)
+    elif ours is not None and theirs[:2] > ours[:2]:
+        warnings.warn(f"{source}: written by peftlab {saved}, newer than this peftlab {__version__}; fields or "
+                      "defaults it relies on may be missing here (upgrade peftlab to load it faithfully)",
+                      stacklevel=3)
+
+
 def _type_name(tp: Any) -> str:
     origin = typing.get_origin(tp)
     if origin in (Union, types.UnionType):
@@ -132,7 +157,7 @@ class PeftConfig:
         """Build the right config class (by ``peft_type``) from a dict; unknown keys are dropped with a warning."""
         data = dict(data)
         peft_type = data.pop("peft_type", None) or cls.peft_type
-        data.pop("peftlab_version", None)
+        _warn_if_newer(data.pop("peftlab_version", None), source)
         config_cls = cls
         if not cls.peft_type or (peft_type and peft_type != cls.peft_type):
             from .registry import get_method

@@ -117,14 +117,18 @@ class PeftModel(nn.Module):
             changes["modules_to_save"] = heads[:1] or None  # a new head must train and be saved with the adapter
         config = dataclasses.replace(peft_config, **changes) if changes else peft_config
         trainable = (not config.inference_mode) if trainable is None else trainable
+        frozen_here: list[tuple[nn.Parameter, bool]] = []
         if not self.peft_config and not tuner.modifies_base_weights:
             for param in model.parameters():
+                frozen_here.append((param, param.requires_grad))
                 param.requires_grad_(False)
         try:
             tuner.inject(model, config, adapter_name, self._layout, trainable)
             self._add_modules_to_save(config, adapter_name, trainable)
         except BaseException:
             self._remove_adapter_layers(adapter_name)
+            for param, flag in frozen_here:  # nothing left behind: the base model trains as it did before
+                param.requires_grad_(flag)
             raise
         self.peft_config[adapter_name] = config
         if self.active_adapter is not None:
@@ -326,6 +330,7 @@ class PeftModel(nn.Module):
             if tuple(tensor.shape) != tuple(expected[key].shape):
                 raise AdapterLoadError(f"{source}: {key} has shape {tuple(tensor.shape)}, the model expects "
                                        f"{tuple(expected[key].shape)} (adapter saved from a different base model?)")
+        _check_values(state_dict, expected, source)
         with torch.no_grad():
             for key, tensor in state_dict.items():
                 expected[key].copy_(tensor.to(expected[key].dtype))
@@ -375,6 +380,27 @@ class PeftModel(nn.Module):
                 peft_model.unload()
             raise
         return peft_model
+
+
+def _check_values(state_dict: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], source: str) -> None:
+    """No integer tensor where a float is expected (it would load as whole numbers, mostly 0) or the reverse, no
+    NaN/inf; a lower-precision float is loaded with a note."""
+    lower: list[str] = []
+    for key, tensor in state_dict.items():
+        want = expected[key]
+        if want.is_floating_point() != tensor.is_floating_point() or tensor.dtype == torch.bool:
+            raise AdapterLoadError(f"{source}: {key} is {tensor.dtype}, the model expects {want.dtype} (an adapter "
+                                   "tensor of the wrong kind; was the file written by another tool?)")
+        if tensor.is_floating_point():
+            if not bool(torch.isfinite(tensor).all()):
+                bad = int((~torch.isfinite(tensor)).sum())
+                raise AdapterLoadError(f"{source}: {key} holds {bad} NaN/inf value(s) of {tensor.numel()}; the "
+                                       "adapter would make every output NaN (was it saved after a diverged step?)")
+            if torch.finfo(tensor.dtype).bits < torch.finfo(want.dtype).bits:
+                lower.append(f"{key} ({tensor.dtype})")
+    if lower:
+        warnings.warn(f"{source}: {len(lower)} tensor(s) are stored in lower precision than the model's and were "
+                      f"widened on load, e.g. {lower[0]}; the values are what was saved, rounded", stacklevel=4)
 
 
 def _read_adapter_folder(model_id: str | Path, is_trainable: bool) -> tuple[PeftConfig, dict[str, torch.Tensor], Path]:

@@ -111,6 +111,25 @@ class E2ESplit:
 
 
 # ---------------------------------------------------------------------------------------------------- CSV reading
+def _check_parts(folder: Path, filename: str, parts: list[Path]) -> list[Path]:
+    """A split stored as ``NAME.partKofN`` must have every part 1..N, all with the same N; returns them in order."""
+    found: dict[int, set[int]] = {}
+    for part in parts:
+        match = re.fullmatch(re.escape(filename) + r"\.part(\d+)of(\d+)", part.name)
+        if not match:
+            raise DataError(f"{part}: not a part file name (expected {filename}.partKofN)")
+        found.setdefault(int(match.group(2)), set()).add(int(match.group(1)))
+    if len(found) != 1:
+        raise DataError(f"{folder}: {filename} parts disagree on the number of parts ({sorted(found)})")
+    (total, have), = found.items()
+    missing = sorted(set(range(1, total + 1)) - have)
+    if missing or have - set(range(1, total + 1)):
+        names = ", ".join(f"{filename}.part{k}of{total}" for k in missing) or "none"
+        raise DataError(f"{folder}: {filename} is split into {total} parts but some are missing ({names}) or out of "
+                        f"range; a split made of parts needs every part")
+    return sorted(parts, key=lambda part: int(re.search(r"\.part(\d+)of", part.name).group(1)))
+
+
 def parse_e2e_csv(
     text: str, name: str, header: Sequence[str] | None = None, require_ref: bool = True, line_offset: int = 0
 ) -> list[E2ERecord]:
@@ -185,6 +204,7 @@ def _read_split_records(folder: Path, split: str) -> tuple[list[E2ERecord], str]
         return read_e2e_csv(folder / filename), str(folder / filename)
     parts = sorted(folder.glob(f"{filename}.part*of*"))
     if parts:
+        parts = _check_parts(folder, filename, parts)
         records = read_e2e_csv(parts[0])
         header = ["mr", "ref"]
         for part in parts[1:]:

@@ -1,6 +1,8 @@
 """LoRA config (Hu et al. 2021), in peft's field names."""
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -45,6 +47,11 @@ class LoraConfig(PeftConfig):
         for name, rank in self.rank_pattern.items():
             if rank <= 0:
                 raise ConfigError(f"LoraConfig.rank_pattern[{name!r}]: the rank must be positive, got {rank}")
+        for name, alpha in [("lora_alpha", self.lora_alpha)] + [(f"alpha_pattern[{k!r}]", v)
+                                                                 for k, v in self.alpha_pattern.items()]:
+            if not math.isfinite(alpha):
+                raise ConfigError(f"LoraConfig.{name}: expected a finite number, got {alpha} (the update is scaled by "
+                                  "alpha / r, so an infinite alpha makes every output inf/NaN)")
         if not 0.0 <= self.lora_dropout < 1.0:
             raise ConfigError(f"LoraConfig.lora_dropout: expected a probability in [0, 1), got {self.lora_dropout}")
         if self.bias != "none":

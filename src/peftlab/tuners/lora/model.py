@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch.nn as nn
 
+from ...errors import ConfigError
 from ...layout import ResolvedLayout
 from ...registry import register_method
 from ..base import Tuner, replace_module
@@ -28,6 +29,12 @@ class LoraTuner(Tuner):
                 replace_module(model, target.path, layer)
             r, alpha = config.rank_and_alpha(target.path)
             segments = sorted(target.out_slices, key=lambda s: s.start)
+            widths = [s.stop - s.start for s in segments] or [layer.out_features]
+            limit = min([layer.in_features] + widths)
+            if r > limit:
+                raise ConfigError(f"LoraConfig.r: {r} is larger than {target.path}'s smallest side ({layer.in_features} "
+                                  f"in, {min(widths)} out) = {limit}; a rank above that adds parameters but no "
+                                  f"expressiveness. Allowed: 1..{limit}")
             layer.add_adapter(adapter_name, r=r, alpha=alpha, dropout=config.lora_dropout,
                               use_rslora=config.use_rslora, segments=segments,
                               init_weights=config.init_weights, trainable=trainable)
