@@ -226,3 +226,35 @@ def test_fp16_adapter_loads_with_a_note_and_a_newer_version_warns(tmp_path):
     config_path.write_text(json.dumps(data))
     with pytest.warns(UserWarning, match=r"written by peftlab 99\.0, newer than this peftlab"):
         PeftModel.from_pretrained(make_tiny("gpt2"), tmp_path)
+
+
+def test_output_places_that_cannot_be_written_fail_early(tmp_path, shared_data, capsys):
+    from peftlab.cli import main
+
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    code = main(["train", "glue", "--model", "minilm-l6", "--method", "lora", "--task", "sst2", "--max-steps", "1",
+                 "--output-dir", str(a_file), "--data-dir", str(shared_data), "--no-progress"])
+    assert code == 1 and "is a file, not a folder" in capsys.readouterr().err
+    code = main(["evaluate", "e2e", "--refs", str(shared_data / "e2e" / "testset_w_refs.csv"),
+                 "--pred", str(shared_data / "e2e" / "metric_check" / "hyp_template.txt"),
+                 "--output", str(tmp_path / "missing" / "scores.json")])
+    assert code == 1 and "does not exist" in capsys.readouterr().err  # refused before minutes of scoring
+
+
+def test_import_from_peft_refuses_a_config_that_is_not_an_object(tmp_path):
+    from conftest import make_tiny
+
+    from peftlab import AdapterLoadError
+    from peftlab.interop import import_from_peft
+
+    (tmp_path / "adapter_config.json").write_text("[1, 2]")
+    with pytest.raises(AdapterLoadError, match="expected a JSON object"):
+        import_from_peft(make_tiny("gpt2"), tmp_path)
+
+
+def test_misspelled_method_args_get_the_closest_field():
+    from peftlab.train.methods import build_method_config
+
+    with pytest.raises(ConfigError, match=r"method_args\.ramp_step: .*did you mean 'ramp_steps'\?"):
+        build_method_config("solo", {"ramp_step": 4}, "CAUSAL_LM")

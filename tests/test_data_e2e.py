@@ -172,3 +172,11 @@ def test_a_split_made_of_parts_needs_every_part(tmp_path, shared_data):
     (folder / "trainset.csv.part2of3").unlink()
     with pytest.raises(DataError, match=r"split into 3 parts but some are missing \(trainset\.csv\.part2of3\)"):
         load_e2e("train", tmp_path)
+
+
+def test_a_malformed_mr_is_refused_with_its_line():
+    from peftlab.data.e2e import parse_e2e_csv
+
+    text = 'mr,ref\n"name[The Eagle], eatType[pub]",The Eagle is a pub.\n"name[A",A.\n'
+    with pytest.raises(DataError, match=r"x.csv: line 3: cannot parse MR 'name\[A'"):
+        parse_e2e_csv(text, "x.csv")

@@ -103,3 +103,15 @@ def test_bad_tsv_inputs(tmp_path: Path, shared_data_dir: Path) -> None:
         load_glue("QNLI", "train", shared_data_dir)
     with pytest.raises(DataError, match="test labels are not public"):
         load_glue("RTE", "test", shared_data_dir)
+
+
+def test_stsb_scores_outside_zero_to_five_are_refused(tmp_path):
+    from peftlab.data.glue import get_task, parse_glue_tsv
+
+    task = get_task("stsb")
+    header = "\t".join(f"c{i}" for i in range(10))
+    row = "\t".join(["0", "g", "f", "y", "1", "2", "3", "a man plays", "a man sings", "9.5"])
+    with pytest.raises(DataError, match=r"line 2: score '9.5' is outside STS-B's range \[0, 5\]"):
+        parse_glue_tsv(header + "\n" + row + "\n", "dev.tsv", task)
+    with pytest.raises(DataError, match=r"line 2: score 'nan' is outside"):
+        parse_glue_tsv(header + "\n" + row.replace("9.5", "nan") + "\n", "dev.tsv", task)

@@ -109,6 +109,9 @@ def import_from_peft(model: nn.Module, peft_dir: str | Path, adapter_name: str =
         raise AdapterLoadError(f"{config_path}: not found; expected a peft adapter folder") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise AdapterLoadError(f"{config_path}: not valid JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise AdapterLoadError(f"{config_path}: expected a JSON object (a peft adapter config), got a "
+                               f"{type(data).__name__}")
     if data.get("peft_type") != "LORA":
         raise AdapterLoadError(f"{config_path}: peft_type {data.get('peft_type')!r}; import_from_peft reads LORA")
     for option, neutral in _UNSUPPORTED_PEFT_OPTIONS.items():

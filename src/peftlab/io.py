@@ -49,3 +49,34 @@ def read_adapter_weights(directory: str | Path) -> tuple[dict[str, torch.Tensor]
         raise AdapterLoadError(f"{path}: not a readable safetensors file (truncated or another format?): {err}") \
             from None
     return tensors, path
+
+
+def writable_dir(path: str | Path, what: str) -> Path:
+    """``path`` as a folder this process can write into (created if missing); else a ConfigError saying why."""
+    from .errors import ConfigError
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{what} {path}: is a file, not a folder; choose a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"{what} {path}: cannot be created ({err.strerror or err})") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(f"{what} {path}: is not writable by this user; choose another folder")
+    return path
+
+
+def writable_file(path: str | Path, what: str) -> Path:
+    """``path`` as a file that can be written: its folder exists and is writable, and it is not a folder."""
+    from .errors import ConfigError
+
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{what} {path}: is a folder; give a file name")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise ConfigError(f"{what} {path}: its folder {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise ConfigError(f"{what} {path}: is not writable by this user")
+    return path

@@ -136,7 +136,8 @@ def parse_e2e_csv(
     """Parse E2E CSV text strictly. ``header`` is given for header-less parts (train parts 2 and 3).
 
     Raises :class:`DataError` naming ``name``, the line and the problem for: an empty file, a missing ``mr`` /
-    ``ref`` column, a record with the wrong number of fields, broken quoting, or an empty MR / reference.
+    ``ref`` column, a record with the wrong number of fields, broken quoting, an empty MR / reference, or an MR
+    that is not ``attribute[value], ...`` pairs (e.g. ``name[A`` without its bracket).
     """
     if not text.strip():
         raise DataError(f"{name}: line 1: empty file (expected an `mr,ref` header and records)")
@@ -145,6 +146,7 @@ def parse_e2e_csv(
     cols: list[str] | None = [c.strip().lower() for c in header] if header is not None else None
     mr_col = ref_col = -1
     prev_end = 0
+    seen_mrs: set[str] = set()
     try:
         for row in reader:
             start = prev_end + 1 + line_offset
@@ -165,6 +167,12 @@ def parse_e2e_csv(
             ref = row[ref_col].strip() if ref_col >= 0 else ""
             if not mr:
                 raise DataError(f"{name}: line {start}: empty MR field")
+            if mr not in seen_mrs:  # each distinct MR is checked once (train repeats them ~8 times)
+                try:
+                    parse_mr(mr)
+                except DataError as err:
+                    raise DataError(f"{name}: line {start}: {err}") from None
+                seen_mrs.add(mr)
             if require_ref and not ref:
                 raise DataError(f"{name}: line {start}: empty reference field")
             records.append(E2ERecord(mr, ref, start, name))

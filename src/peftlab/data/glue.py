@@ -39,6 +39,7 @@ class GlueTask:
         id_column: column index of an example id (None: the line number is used).
         metrics: the task's standard metrics (names of :mod:`peftlab.metrics.glue` functions' results).
         splits: splits available in the standard layout here.
+        score_range: the valid score range of a regression task.
     """
 
     name: str
@@ -53,6 +54,8 @@ class GlueTask:
     id_column: int | None
     metrics: tuple[str, ...]
     splits: tuple[str, ...] = ("train", "dev")
+    score_range: tuple[float, float] = (0.0, 5.0)
+    """Regression tasks: the smallest and largest valid score (STS-B: 0 to 5)."""
 
     @property
     def num_labels(self) -> int:
@@ -169,6 +172,10 @@ def parse_glue_tsv(text: str, name: str, task: GlueTask) -> list[GlueExample]:
                 label = float(raw)
             except ValueError:
                 raise DataError(f"{name}: line {number}: score {raw!r} is not a number") from None
+            low, high = task.score_range
+            if not low <= label <= high:  # also refuses nan (no comparison holds)
+                raise DataError(f"{name}: line {number}: score {raw!r} is outside {task.name}'s range "
+                                f"[{low:g}, {high:g}]")
         elif raw in label_ids:
             label = label_ids[raw]
         else:

@@ -15,8 +15,11 @@ __all__ = ["register_cli"]
 
 
 def _run_e2e(args: argparse.Namespace) -> int:
+    from ..io import writable_file
     from .e2e import evaluate_e2e
 
+    if args.output:  # checked before scoring, which can take minutes
+        writable_file(args.output, "--output")
     scores = evaluate_e2e(
         args.refs,
         args.pred,

@@ -66,8 +66,9 @@ def write_report(run_dirs: Iterable[str | Path], out_dir: str | Path, group_by: 
         raise RunFolderError("no run folders given; pass the --output-dir folders of `peftlab train` runs")
     runs = [load_run(path) for path in paths]
     groups = group_runs(runs, group_by)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    from ..io import writable_dir
+
+    out = writable_dir(out_dir, "--out")
     from .plots import write_plots  # matplotlib is imported only when plotting
 
     plots = [(title, path.relative_to(out)) for title, path in write_plots(groups, out)]

@@ -1,6 +1,8 @@
 """Method names used by recipes and the CLI -> peftlab configs (through the open registry)."""
 from __future__ import annotations
 
+import dataclasses
+import difflib
 from typing import Any
 
 from ..config import PeftConfig
@@ -40,6 +42,13 @@ def build_method_config(method: str, method_args: dict[str, Any], task_type: str
     preset = args.pop("preset", preset)
     args.setdefault("task_type", task_type)
     config_cls = entry.config_cls
+    fields = [f.name for f in dataclasses.fields(config_cls) if f.init]
+    for key in args:
+        if key not in fields:
+            close = difflib.get_close_matches(key, fields, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"valid fields: {', '.join(sorted(fields))}"
+            raise ConfigError(f"method_args.{key}: not a field of {config_cls.__name__} ({hint}); see "
+                              f"`peftlab methods {method.lower()}`")
     try:
         if preset is not None:
             if not hasattr(config_cls, "preset"):

@@ -19,6 +19,10 @@ from .recipe import Recipe
 
 def prepare_run_dir(output_dir: Path, recipe: Recipe, *, resume: bool, overwrite: bool) -> Path:
     """Create ``output_dir``; an existing run there is an error unless resuming the same recipe or overwriting."""
+    from ..io import writable_dir
+
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ConfigError(f"run.output_dir {output_dir}: is a file, not a folder; choose another --output-dir")
     config_path = output_dir / "config.yaml"
     if config_path.exists():
         if overwrite:
@@ -34,7 +38,7 @@ def prepare_run_dir(output_dir: Path, recipe: Recipe, *, resume: bool, overwrite
                                   f"({config_path}); use a new --output-dir")
     elif output_dir.exists() and any(output_dir.iterdir()) and not overwrite:
         raise ConfigError(f"{output_dir} exists and is not a peftlab run folder; choose another --output-dir")
-    output_dir.mkdir(parents=True, exist_ok=True)
+    writable_dir(output_dir, "run.output_dir")
     config_path.write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False), encoding="utf-8")
     return output_dir
 
