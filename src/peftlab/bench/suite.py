@@ -108,6 +108,15 @@ def _check_keys(data: Any, valid: set[str], where: str) -> dict[str, Any]:
     return data
 
 
+def _mapping(data: Any, where: str) -> dict[str, Any]:
+    """Any mapping (keys are names chosen by the user); an empty one is refused where it is checked."""
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
+    return data
+
+
 def _int_list(value: Any, where: str) -> list[int]:
     if not isinstance(value, list) or not value or not all(isinstance(v, int) and not isinstance(v, bool)
                                                              for v in value):
@@ -117,7 +126,7 @@ def _int_list(value: Any, where: str) -> list[int]:
 
 def _dotted(overrides: Any, where: str) -> list[str]:
     """``{optim.lr: 1e-3}`` -> ``["optim.lr=0.001"]`` (values kept exactly through JSON)."""
-    _check_keys(overrides, set(overrides) if isinstance(overrides, dict) else set(), where)
+    _mapping(overrides, where)
     return [f"{key}={json.dumps(value)}" for key, value in overrides.items()]
 
 
@@ -141,7 +150,7 @@ def load_suite(path: str | Path) -> Suite:
     data = _check_keys(data, SUITE_KEYS, str(path))
     if data.get("version", 1) != 1:
         raise ConfigError(f"{path}: version: expected 1, got {data.get('version')!r}")
-    protocols = _check_keys(data.get("protocols"), set(data.get("protocols") or {}), f"{path}: protocols")
+    protocols = _mapping(data.get("protocols"), f"{path}: protocols")
     if not protocols:
         raise ConfigError(f"{path}: protocols: give at least one protocol")
     runs: list[RunSpec] = []
@@ -197,7 +206,7 @@ def _expand_protocol(path: Path, name: str, protocol: Any, protocols: dict[str, 
     lengths = protocol.get("prefix_lengths")
     if lengths is not None:
         lengths = _int_list(lengths, f"{where}.prefix_lengths")
-    arms = _check_keys(protocol.get("arms"), set(protocol.get("arms") or {}), f"{where}.arms")
+    arms = _mapping(protocol.get("arms"), f"{where}.arms")
     if not arms:
         raise ConfigError(f"{where}.arms: give at least one arm")
 
@@ -250,7 +259,7 @@ def _expand_protocol(path: Path, name: str, protocol: Any, protocols: dict[str, 
                                         lr_from=lr_from, lr_arm=str(arm.get("lr_arm", arm_name)) if lr_from else None,
                                         compile=use_compile, note=str(arm.get("note", ""))))
     if lr_from:
-        grid_arms = set(_check_keys(protocols[lr_from].get("arms"), set(protocols[lr_from].get("arms") or {}),
+        grid_arms = set(_mapping(protocols[lr_from].get("arms"),
                                     f"{path}: protocols.{lr_from}.arms"))
         for run in runs:
             if run.baseline is None and run.lr_arm not in grid_arms:

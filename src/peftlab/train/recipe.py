@@ -242,7 +242,11 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         if "=" not in item:
             raise ConfigError(f"override {item!r}: expected KEY=VALUE, e.g. optim.lr=1e-3")
         key, raw = item.split("=", 1)
-        value = _yaml_load(raw) if raw.strip() else None
+        try:
+            value = _yaml_load(raw) if raw.strip() else None
+        except yaml.YAMLError as err:
+            raise ConfigError(f"override {item!r}: the value is not a YAML scalar or list "
+                              f"({str(err).splitlines()[0]})") from None
         parts = key.strip().split(".")
         node = data
         for part in parts[:-1]:
