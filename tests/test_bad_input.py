@@ -201,9 +201,11 @@ def test_adapter_files_with_nan_or_integer_tensors_are_refused(tmp_path, corrupt
     tensors = load_file(str(weights))
     save_file({k: corrupt(v).contiguous() for k, v in tensors.items()}, str(weights))
     base = make_tiny("gpt2")
+    trainable_before = sum(p.requires_grad for p in base.parameters())
     with pytest.raises(AdapterLoadError, match=message):
         PeftModel.from_pretrained(base, tmp_path)
     assert not any("lora" in n for n, _ in base.named_modules())
+    assert sum(p.requires_grad for p in base.parameters()) == trainable_before > 0  # requires_grad restored too
 
 
 def test_fp16_adapter_loads_with_a_note_and_a_newer_version_warns(tmp_path):

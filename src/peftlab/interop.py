@@ -21,7 +21,7 @@ import torch.nn as nn
 from .config import CONFIG_NAME
 from .errors import AdapterError, AdapterLoadError
 from .io import WEIGHTS_NAME, read_adapter_weights, write_safetensors
-from .model import PREFIX, PeftModel
+from .model import PREFIX, PeftModel, requires_grad_flags, restore_requires_grad
 from .tuners.base import ModulesToSaveWrapper, iter_adapter_layers
 from .tuners.lora import LoraConfig, LoraLayer
 
@@ -131,11 +131,13 @@ def import_from_peft(model: nn.Module, peft_dir: str | Path, adapter_name: str =
     )
     tensors, path = read_adapter_weights(peft_dir)
     tensors = {_strip_peft_key(k, adapter_name): v for k, v in tensors.items()}
+    flags = requires_grad_flags(model)
     peft_model = PeftModel(model, config, adapter_name)
     try:
         peft_model.set_peft_model_state_dict(tensors, adapter_name, source=str(path))
     except BaseException:
         peft_model.unload()
+        restore_requires_grad(flags)
         raise
     return peft_model
 

@@ -119,16 +119,15 @@ class PeftModel(nn.Module):
         trainable = (not config.inference_mode) if trainable is None else trainable
         frozen_here: list[tuple[nn.Parameter, bool]] = []
         if not self.peft_config and not tuner.modifies_base_weights:
+            frozen_here = requires_grad_flags(model)
             for param in model.parameters():
-                frozen_here.append((param, param.requires_grad))
                 param.requires_grad_(False)
         try:
             tuner.inject(model, config, adapter_name, self._layout, trainable)
             self._add_modules_to_save(config, adapter_name, trainable)
         except BaseException:
             self._remove_adapter_layers(adapter_name)
-            for param, flag in frozen_here:  # nothing left behind: the base model trains as it did before
-                param.requires_grad_(flag)
+            restore_requires_grad(frozen_here)  # nothing left behind: the base model trains as it did before
             raise
         self.peft_config[adapter_name] = config
         if self.active_adapter is not None:
@@ -372,14 +371,26 @@ class PeftModel(nn.Module):
                         is_trainable: bool = False) -> "PeftModel":
         """Attach the adapter saved in ``model_id`` to ``model``. Frozen unless ``is_trainable``."""
         config, tensors, path = _read_adapter_folder(model_id, is_trainable)
+        flags = requires_grad_flags(model)
         peft_model = cls(model, config, adapter_name)
         try:
             peft_model._fill_adapter(adapter_name, model_id, tensors, path)
         except BaseException:
             if not get_method(config).tuner_cls.modifies_base_weights:
                 peft_model.unload()
+            restore_requires_grad(flags)  # nothing left behind, requires_grad included
             raise
         return peft_model
+
+
+def requires_grad_flags(model: nn.Module) -> list[tuple[nn.Parameter, bool]]:
+    """Every parameter with its requires_grad, to undo a failed wrap with :func:`restore_requires_grad`."""
+    return [(param, param.requires_grad) for param in model.parameters()]
+
+
+def restore_requires_grad(flags: list[tuple[nn.Parameter, bool]]) -> None:
+    for param, flag in flags:
+        param.requires_grad_(flag)
 
 
 def _check_values(state_dict: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], source: str) -> None:
