@@ -109,3 +109,38 @@ def test_state_dict_functions_accept_external_dicts():
 def test_target_modules_type_is_checked():
     with pytest.raises(ConfigError, match="target_modules"):
         LoraConfig(target_modules=5)
+
+
+def test_base_model_answers_peft_idioms():
+    """``peft_model.base_model.merge_and_unload()`` and friends, as peft users write them."""
+    import copy
+    import pickle
+
+    import torch
+    from conftest import make_batch, make_tiny, model_output
+
+    from peftlab import LoraConfig, get_peft_model
+
+    batch = make_batch("gpt2")
+    with torch.no_grad():
+        base_out = model_output(make_tiny("gpt2").eval(), batch)
+    model = get_peft_model(make_tiny("gpt2"), LoraConfig(r=2, target_modules=["q", "v"], init_weights=False)).eval()
+    with torch.no_grad():
+        adapted = model_output(model, batch)
+    assert (adapted - base_out).abs().max() > 1e-4
+    host = model.base_model
+    assert host.peft_config is model.peft_config and host.active_adapter == "default"
+    host.disable_adapter_layers()
+    with torch.no_grad():
+        torch.testing.assert_close(model_output(model, batch), base_out)
+    host.enable_adapter_layers()
+    twin = copy.deepcopy(model)  # the copy's base_model answers for the copy, not for the original
+    assert twin.base_model.owner() is twin
+    pickled = pickle.loads(pickle.dumps(model))
+    assert pickled.base_model.owner() is pickled
+    merged = host.merge_and_unload()
+    with torch.no_grad():
+        torch.testing.assert_close(model_output(merged, batch), adapted, atol=1e-5, rtol=1e-5)
+    assert not any("lora" in name for name, _ in merged.named_modules())
+    twin.base_model.set_adapter("default")
+    twin.base_model.unload()

@@ -7,8 +7,10 @@ adapter name removed.
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import warnings
+import weakref
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -27,14 +29,50 @@ _CLASSIFIER_HEADS = ("classifier", "score")
 
 
 class TunerHost(nn.Module):
-    """Holds the transformers model as ``.model`` (peft's ``LoraModel`` position in the tree)."""
+    """Holds the transformers model as ``.model`` (peft's ``LoraModel`` position in the tree), and answers what peft
+    users call on ``peft_model.base_model``: ``merge_and_unload``, ``unload``, ``merge_adapter``,
+    ``unmerge_adapter``, ``disable_adapter_layers``, ``enable_adapter_layers``, ``set_adapter``,
+    ``delete_adapter``, ``active_adapter(s)``, ``peft_config`` — each the PeftModel's own."""
 
-    def __init__(self, model: nn.Module) -> None:
+    _DELEGATED = ("merge_and_unload", "unload", "merge_adapter", "unmerge_adapter", "disable_adapter_layers",
+                  "enable_adapter_layers", "set_adapter", "delete_adapter", "add_adapter", "disable_adapter",
+                  "get_peft_model_state_dict", "set_peft_model_state_dict", "print_trainable_parameters",
+                  "get_nb_trainable_parameters")
+
+    def __init__(self, model: nn.Module, owner: "PeftModel | None" = None) -> None:
         super().__init__()
         self.model = model
+        self._owner = weakref.ref(owner) if owner is not None else None  # weak: no reference cycle
 
     def forward(self, *args, **kwargs):
         return self.model(*args, **kwargs)
+
+    def owner(self) -> "PeftModel":
+        peft_model = self._owner() if self._owner is not None else None
+        if peft_model is None:
+            raise AdapterError("this TunerHost is not attached to a PeftModel (use the PeftModel's own methods)")
+        return peft_model
+
+    def __getattr__(self, name: str) -> Any:
+        if name in TunerHost._DELEGATED or name in ("peft_config", "active_adapter", "active_adapters"):
+            return getattr(self.owner(), name)
+        return super().__getattr__(name)
+
+    def __getstate__(self) -> dict[str, Any]:  # pickling: the weak reference is re-made by PeftModel.__setstate__
+        state = self.__dict__.copy()
+        state["_owner"] = None
+        return state
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> "TunerHost":
+        twin = type(self).__new__(type(self))
+        memo[id(self)] = twin
+        for key, value in self.__dict__.items():
+            if key != "_owner":
+                twin.__dict__[key] = copy.deepcopy(value, memo)
+        owner = self._owner() if self._owner is not None else None
+        copied_owner = memo.get(id(owner)) if owner is not None else None
+        twin.__dict__["_owner"] = weakref.ref(copied_owner) if copied_owner is not None else None
+        return twin
 
 
 class PeftModel(nn.Module):
@@ -42,12 +80,16 @@ class PeftModel(nn.Module):
 
     def __init__(self, model: nn.Module, peft_config: PeftConfig, adapter_name: str = "default") -> None:
         super().__init__()
-        self.base_model = TunerHost(model)
+        self.base_model = TunerHost(model, owner=self)
         self.peft_config: dict[str, PeftConfig] = {}
         self.active_adapter: str | None = None
         self._layout = get_layout(model)
         self.add_adapter(adapter_name, peft_config)
         self.set_adapter(adapter_name)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self.base_model.__dict__["_owner"] = weakref.ref(self)
 
     # --- delegation --------------------------------------------------------------------------------------------
     @property
@@ -202,6 +244,23 @@ class PeftModel(nn.Module):
                 layer.disabled = False
                 if merged[id(layer)]:
                     layer.merge(merged[id(layer)])
+
+    def disable_adapter_layers(self) -> None:
+        """Turn every adapter layer off until :meth:`enable_adapter_layers` (peft's persistent form of
+        :meth:`disable_adapter`); merged adapters are unmerged first."""
+        if any(self._tuner(n).modifies_base_weights for n in self.peft_config):
+            raise AdapterError("disable_adapter_layers is not possible with full fine-tuning: the base weights were "
+                               "trained")
+        for _, layer in iter_adapter_layers(self.model):
+            if layer.merged:
+                warnings.warn("disable_adapter_layers: unmerging merged adapter weights first", stacklevel=2)
+                layer.unmerge()
+            layer.disabled = True
+
+    def enable_adapter_layers(self) -> None:
+        """Undo :meth:`disable_adapter_layers` (merged adapters stay unmerged)."""
+        for _, layer in iter_adapter_layers(self.model):
+            layer.disabled = False
 
     # --- merging -----------------------------------------------------------------------------------------------
     def _check_mergeable(self, adapter_names: list[str]) -> None:
