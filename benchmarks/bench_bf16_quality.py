@@ -1,6 +1,6 @@
 """E2E quality of the fast bf16 training path vs fp32, over seeds, through the real `peftlab train` pipeline.
 
-Each precision trains LoRA (recipes/e2e/smollm2-135m/lora.yaml: r=4, alpha=32, q,v, label smoothing 0.1) on the
+Each precision trains LoRA (the shipped recipe e2e/smollm2-135m/lora: r=4, alpha=32, q,v, label smoothing 0.1) on the
 offline SmolLM2-135M for the same number of steps with the same seeds, decodes the same test MRs greedily and
 scores them with the five official E2E metrics; `peftlab report --group-by run.bf16` then puts the two precisions
 side by side as mean ± std over the seeds. Variants:

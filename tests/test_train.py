@@ -13,7 +13,7 @@ from peftlab.cli import main
 from peftlab.train.methods import available_methods
 from peftlab.train.recipe import apply_overrides, recipe_from_dict
 
-RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+RECIPES = Path(__file__).resolve().parents[1] / "src" / "peftlab" / "recipes"
 E2E_KEYS = {"BLEU", "NIST", "METEOR", "ROUGE_L", "CIDEr"}
 
 
@@ -31,6 +31,30 @@ def test_every_shipped_recipe_parses_and_builds_its_config():
     for task, model in (("e2e", "smollm2-135m"), ("glue", "minilm-l6")):
         shipped = {p.stem for p in (RECIPES / task / model).glob("*.yaml")}
         assert set(available_methods()) <= shipped
+
+
+def test_recipes_ship_in_the_package_and_a_missing_one_fails_loudly(tmp_path, monkeypatch, capsys):
+    import peftlab.train.cli as train_cli
+
+    assert train_cli.RECIPES_PACKAGE_DIR == RECIPES and RECIPES.is_relative_to(Path(train_cli.__file__).parents[1])
+    monkeypatch.chdir(tmp_path)  # outside the repository: the package's recipes are still found
+    assert main(["train", "e2e", "--method", "solo", "--print-config"]) == 0
+    out = capsys.readouterr().out
+    assert "ramp_steps: auto" in out and "recipe" in out
+    assert main(["train", "e2e", "--model", "my-model", "--method", "lora", "--print-config"]) == 1
+    assert "no recipe e2e/my-model/lora.yaml" in capsys.readouterr().err
+    assert main(["train", "e2e", "--model", "my-model", "--method", "lora", "--recipe", "defaults",
+                 "--print-config"]) == 0
+    # `recipes cp` into ./recipes: the copy is what `peftlab train` then uses
+    assert main(["recipes", "cp", "e2e/smollm2-135m/lora", "recipes"]) == 0
+    copied = tmp_path / "recipes" / "e2e" / "smollm2-135m" / "lora.yaml"
+    copied.write_text(copied.read_text().replace("r: 4", "r: 6"))
+    capsys.readouterr()
+    assert main(["train", "e2e", "--method", "lora", "--print-config"]) == 0
+    assert "  r: 6" in capsys.readouterr().out
+    assert main(["recipes", "cp", "e2e/smollm2-135m/lora", "recipes"]) == 1  # no silent overwrite
+    assert main(["recipes", "ls", "--task", "glue"]) == 0
+    assert "glue/minilm-l6/solo" in capsys.readouterr().out
 
 
 def test_overrides_and_their_errors():

@@ -26,8 +26,8 @@ A suite file (``benchmarks/quality/suite.yaml``) is a YAML mapping::
           template:
             baseline: template_full  # not trained: the official scores of a fixed hypothesis file (E2E)
 
-Each arm starts from the shipped recipe ``recipes/<task>/<model>/<method>.yaml`` (built-in defaults if there is
-none). Everything is checked before anything runs: unknown keys, unknown methods, recipe keys and method fields
+Each arm starts from the shipped recipe ``<task>/<model>/<method>`` (``peftlab recipes ls``; built-in defaults if
+there is none). Everything is checked before anything runs: unknown keys, unknown methods, recipe keys and method fields
 raise :class:`~peftlab.errors.ConfigError` naming the suite file and the key path.
 """
 from __future__ import annotations
