@@ -19,6 +19,12 @@ PRESETS: dict[str, dict[str, Any]] = {
     "kernel-mix-nlg": dict(r_q=3, r_v=8, s_q=12, s_v=8, dropout=0.1, init_scheme="houlsby"),
     # nlu/scripts/run_glue.sh (RoBERTa-base)
     "kernel-mix-nlu": dict(r_q=1, r_v=2, s_q=2, s_v=4, dropout=0.1, init_scheme="houlsby"),
+    # parameter-matched to LoRA r=4 q,v / r=8 q,v (ours, not the authors'): per-head Q and V updates only, no
+    # head-shared terms and no O terms (B_O, d x H*r_o, dominates the authors' counts).
+    # SmolLM2-135M: 218,880 (0.95x LoRA r=4 q,v's 230,400); MiniLM-L6: 43,776
+    "kernel-mix-qv-r1v2": dict(r_q=1, r_v=2, s_q=0, s_v=0, r_o=0, s_o=0, dropout=0.1, init_scheme="houlsby"),
+    # MiniLM-L6: 73,728 (1.00x LoRA r=8 q,v's 73,728)
+    "kernel-mix-qv-r2v2": dict(r_q=2, r_v=2, s_q=0, s_v=0, r_o=0, s_o=0, dropout=0.1, init_scheme="houlsby"),
 }
 
 
@@ -72,8 +78,9 @@ class KernelMixConfig(PeftConfig):
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> "KernelMixConfig":
-        """A config from the authors' settings: "kernel-mix-nlg" (r_q=3, r_v=8, s_q=12, s_v=8) or
-        "kernel-mix-nlu" (r_q=1, r_v=2, s_q=2, s_v=4); keyword arguments override single fields."""
+        """A config from a named preset: the authors' "kernel-mix-nlg" (r_q=3, r_v=8, s_q=12, s_v=8) and
+        "kernel-mix-nlu" (r_q=1, r_v=2, s_q=2, s_v=4), or our LoRA-matched "kernel-mix-qv-r1v2" /
+        "kernel-mix-qv-r2v2" (per-head Q/V only); keyword arguments override single fields."""
         if name not in PRESETS:
             raise ConfigError(f"KernelMixConfig.preset: unknown preset {name!r}; choose one of {sorted(PRESETS)}")
         names = {f.name for f in dataclasses.fields(cls)}
