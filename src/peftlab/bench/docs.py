@@ -242,15 +242,18 @@ def _lr_grid_table(suite: Suite, res: Results, protocol: str) -> list[str]:
             value = stat(-x if e2e and x is not None else x for x in scores)
             cell = f"{lr:g}: {value.text(with_n=False)}"
             cells.append(f"**{cell}**" if chosen is not None and lr == chosen else cell)
-        rows.append([base] + cells + [""] * (len(positions) - len(cells)) + [_lr(chosen) if chosen is not None
-                                                                              else why])
+        edge = chosen is not None and len(lrs) > 1 and chosen in (lrs[0], lrs[-1])
+        last = (_lr(chosen) + (" (grid edge)" if edge else "")) if chosen is not None else why
+        rows.append([base] + cells + [""] * (len(positions) - len(cells)) + [last])
     header = ["arm"] + [f"lr × {p:g}" if factors else f"lr {p:g}" for p in positions] + ["chosen lr"]
     users = [n for n, p in suite.protocols.items() if (p or {}).get("lr_from") == protocol]
     what = "best dev loss (lower is better)" if e2e else "best dev score (higher is better)"
     return _table(header, rows) + [
         f"Each cell: lr: {what}, mean over seeds. **Bold**: the chosen lr, the best mean dev score (ties: the "
         f"smaller lr), chosen only when every grid run of the arm is done; it is the lr that "
-        f"{', '.join(users) or 'no protocol'} used for that arm.", ""]
+        f"{', '.join(users) or 'no protocol'} used for that arm. \"grid edge\": the best value is the grid's smallest "
+        f"or largest, so a value beyond it might be better still (the grid is the same 3 points for every method).",
+        ""]
 
 
 def _prefix_table(res: Results, protocol: str, task: str) -> list[str]:
