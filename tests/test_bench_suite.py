@@ -27,7 +27,7 @@ def write_suite(tmp_path: Path, body: str) -> Path:
 # --- checked before anything runs ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("body, message", [
     ("p: {task: e2e, seedz: [0], arms: {a: {method: lora}}}", r"unknown key 'seedz'; did you mean 'seeds'"),
-    ("p: {task: e2e, arms: {a: {method: lorra}}}", r"unknown method 'lorra'; valid methods: .*lora"),
+    ("p: {task: e2e, arms: {a: {method: lorra}}}", r"unknown method 'lorra'; did you mean 'lora'\? valid methods: .*lora"),
     ("p: {task: e2e, arms: {a: {method: lora, overrides: {optim.lrr: 0.1}}}}", r"arms\.a .*'lrr'.*'lr'"),
     ("p: {task: e2e, arms: {a: {method: lora, method_args: {rank: 4}}}}", r"arms\.a: method_args\.rank: not a field of LoraConfig"),
     ("p: {task: e2e, lr_from: q, arms: {a: {method: lora}}}", r"lr_from: 'q' is not a protocol"),

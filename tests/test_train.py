@@ -10,7 +10,17 @@ from safetensors.torch import load_file
 
 from peftlab import ConfigError, PeftModel
 from peftlab.cli import main
-from peftlab.train.methods import available_methods
+from peftlab.registry import aliases_of, get_method, method_names
+
+
+def builtin_methods() -> list[str]:
+    """The shipped methods' names (tests may register third-party methods of their own)."""
+    return [m for m in method_names(aliases=False) if get_method(m).tuner_cls.__module__.startswith("peftlab.")]
+
+
+# every method name and alias with a shipped recipe on the offline models (the quick contract runs each)
+QUICK = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "src" / "peftlab" / "recipes" / "e2e" /
+                                 "smollm2-135m").glob("*.yaml"))
 from peftlab.train.recipe import apply_overrides, recipe_from_dict
 
 RECIPES = Path(__file__).resolve().parents[1] / "src" / "peftlab" / "recipes"
@@ -30,7 +40,21 @@ def test_every_shipped_recipe_parses_and_builds_its_config():
         build_method_config(recipe.method, recipe.method_args, "CAUSAL_LM")
     for task, model in (("e2e", "smollm2-135m"), ("glue", "minilm-l6")):
         shipped = {p.stem for p in (RECIPES / task / model).glob("*.yaml")}
-        assert set(available_methods()) <= shipped
+        for method in builtin_methods():  # each method, under its name or one of its aliases
+            assert {method, *(a.name for a in aliases_of(method))} & shipped, f"no {task}/{model} recipe for {method}"
+        assert shipped <= set(method_names()), "a recipe named after no method or alias"
+
+
+def test_every_method_has_one_name_a_contract_case_a_recipe_and_a_docs_page():
+    from method_cases import METHOD_CASES
+
+    docs = Path(__file__).resolve().parents[1] / "docs" / "methods"
+    covered = {get_method(case.make_config(arch, True)).name for case in METHOD_CASES for arch in case.archs[:1]}
+    for method in builtin_methods():
+        assert method in covered, f"{method}: no case in tests/method_cases.py or tests/cases_*.py"
+        assert (docs / f"{method}.md").is_file(), f"{method}: no docs/methods/{method}.md"
+        entry = get_method(method)
+        assert entry.name == method and get_method(entry.peft_type) is entry  # the file format's id resolves too
 
 
 def test_recipes_ship_in_the_package_and_a_missing_one_fails_loudly(tmp_path, monkeypatch, capsys):
@@ -91,7 +115,7 @@ def _check_run(run: Path, keys: set[str]) -> dict:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", available_methods())
+@pytest.mark.parametrize("method", QUICK)
 def test_quick_contract_e2e(method, tmp_path, shared_data):
     run = tmp_path / method
     code = main(["train", "e2e", "--model", "smollm2-135m", "--method", method, "--max-steps", "2",
@@ -108,7 +132,7 @@ def test_quick_contract_e2e(method, tmp_path, shared_data):
 
 @pytest.mark.slow
 @pytest.mark.slow
-@pytest.mark.parametrize("method", available_methods())
+@pytest.mark.parametrize("method", QUICK)
 def test_quick_contract_glue_every_method(method, tmp_path, shared_data):
     run = tmp_path / method
     code = main(["train", "glue", "--task", "sst2", "--model", "minilm-l6", "--method", method, "--max-steps", "2",

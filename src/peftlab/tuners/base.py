@@ -165,6 +165,9 @@ class Tuner:
     """Per-method strategy. Subclasses set ``config_cls`` and implement :meth:`inject`."""
 
     config_cls: ClassVar[type["PeftConfig"]]
+    method_name: ClassVar[str | None] = None
+    """The one name users type for the method (CLI, recipes, docs page); None: the peft_type in lower case with
+    ``-`` (``KERNEL_MIX`` -> ``kernel-mix``). Not inherited by subclasses."""
     mergeable: ClassVar[bool] = False
     """Whether the method's update can be folded into the base weights."""
     modifies_base_weights: ClassVar[bool] = False

@@ -18,7 +18,7 @@ import torch.nn as nn
 
 from ...errors import TargetModuleError
 from ...layout import ResolvedLayout
-from ...registry import register_method
+from ...registry import register_alias, register_method
 from ..base import AdapterLayer, Tuner, replace_module
 from ..targets import block_indices
 from .config import BottleneckConfig
@@ -105,3 +105,7 @@ class BottleneckTuner(Tuner):
         if config.train_block_norms:
             text += " + block norm deltas"
         return text
+
+
+for _preset in ("houlsby", "pfeiffer", "parallel"):  # presets are names of their own: --method houlsby
+    register_alias(_preset, "bottleneck", preset=_preset)

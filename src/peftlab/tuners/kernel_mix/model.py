@@ -12,10 +12,10 @@ import torch.nn as nn
 
 from ...errors import TargetModuleError
 from ...layout import AttentionShape, ResolvedLayout
-from ...registry import register_method
+from ...registry import register_alias, register_method
 from ..base import AdapterLayer, Tuner, replace_module
 from ..targets import block_indices
-from .config import KernelMixConfig
+from .config import PRESETS, KernelMixConfig
 from .layer import KernelMixLayer, KernelMixPart, KeyStash, KPart, OPart, QPart, VPart
 
 _ROLES = ("q", "k", "v", "o")
@@ -139,3 +139,7 @@ class KernelMixTuner(Tuner):
         if config.bandwidth != "none":
             text += f" + {config.bandwidth} bandwidth on q,k"
         return text
+
+
+for _preset in PRESETS:  # --method kernel-mix-nlg etc.: the preset's method and arguments
+    register_alias(_preset, "kernel-mix", preset=_preset)

@@ -63,6 +63,7 @@ def _check_budget(model: nn.Module, config: PrefixTuningConfig) -> None:
 @register_method
 class PrefixTuningTuner(Tuner):
     config_cls = PrefixTuningConfig
+    method_name = "prefix"
     mergeable = False
     supports_compile = False  # the per-forward prefix reaches the blocks outside their inputs: compiled blocks
     # would keep a stale prefix after an optimizer step (measured: losses diverge from eager at step 2)
