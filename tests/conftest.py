@@ -66,3 +66,14 @@ def shared_data() -> Path:
     if not path.is_dir():
         pytest.fail(f"shared data not found at {path}: the tests expect ../shared beside the repo root")
     return path
+
+
+def assert_same_adapter(want_dir, got_dir, atol: float = 1e-6, rtol: float = 1e-5) -> None:
+    """Two saved adapter folders hold the same tensors (same keys, values within tolerance)."""
+    from safetensors.torch import load_file
+
+    want = load_file(str(want_dir / "adapter_model.safetensors"))
+    got = load_file(str(got_dir / "adapter_model.safetensors"))
+    assert want.keys() == got.keys()
+    for key in want:
+        torch.testing.assert_close(got[key], want[key], atol=atol, rtol=rtol)

@@ -13,6 +13,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from conftest import assert_same_adapter
+
 from peftlab import ConfigError
 from peftlab.cli import main
 from peftlab.train.checkpoint import checkpoint_step, find_checkpoint
@@ -168,8 +170,4 @@ def test_sigkill_at_random_points_resumes_to_the_uninterrupted_run(tmp_path, sha
     metrics_a = json.loads((reference / "metrics.json").read_text())
     metrics_b = json.loads((run / "metrics.json").read_text())
     assert metrics_b["best_step"] == metrics_a["best_step"] and metrics_b["accuracy"] == metrics_a["accuracy"]
-    adapter_a = load_file(str(reference / "adapter" / "adapter_model.safetensors"))
-    adapter_b = load_file(str(run / "adapter" / "adapter_model.safetensors"))
-    assert adapter_a.keys() == adapter_b.keys()
-    for key in adapter_a:
-        torch.testing.assert_close(adapter_b[key], adapter_a[key], atol=1e-6, rtol=1e-5)
+    assert_same_adapter(reference / "adapter", run / "adapter")

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import assert_same_adapter
 from safetensors.torch import load_file
 
 from peftlab import ConfigError, PeftModel
@@ -217,8 +218,4 @@ def test_resume_restores_the_best_snapshot_when_nothing_improves_afterwards(tmp_
     assert main(["train", "glue", *common, "--max-steps", "8", "--output-dir", str(part), "--resume"]) == 0
     resumed = json.loads((part / "metrics.json").read_text())
     assert resumed["best_step"] == reference["best_step"] and resumed["accuracy"] == reference["accuracy"]
-    want = load_file(str(full / "adapter" / "adapter_model.safetensors"))
-    got = load_file(str(part / "adapter" / "adapter_model.safetensors"))
-    assert want.keys() == got.keys()
-    for key in want:
-        torch.testing.assert_close(got[key], want[key], atol=1e-6, rtol=1e-5)
+    assert_same_adapter(full / "adapter", part / "adapter")

@@ -5,7 +5,7 @@ import dataclasses
 import textwrap
 
 from .config import field_docs
-from .registry import aliases_of, get_method, method_names, normalize, resolve_method
+from .registry import aliases_of, get_method, method_names, resolve_method
 
 
 def describe_method(name: str) -> str:

@@ -80,3 +80,23 @@ def writable_file(path: str | Path, what: str) -> Path:
     if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
         raise ConfigError(f"{what} {path}: is not writable by this user")
     return path
+
+
+def read_jsonl_objects(path: Path, error: type[Exception]) -> list[tuple[int, dict]]:
+    """(line number, object) for every non-blank line of a JSON-lines file; ``error`` (a PeftlabError subclass)
+    names ``path:line`` for a line that is not a JSON object."""
+    import json
+
+    out: list[tuple[int, dict]] = []
+    with Path(path).open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise error(f"{path}:{number}: not a JSON line ({err.msg} at column {err.colno})") from None
+            if not isinstance(record, dict):
+                raise error(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
+            out.append((number, record))
+    return out

@@ -216,8 +216,8 @@ def _arm_table(res: Results, protocol: str, task: str) -> list[str]:
         if solo_t:
             row.append(stat(_last(curve(r, "solo_t")) for r in group).text(with_n=False))
         rows.append(row)
-    notes = [f"n: seeds with a result line / seeds in the suite. Metrics: mean ± sample std over seeds, "
-             f"headline first" + ("; BLEU, METEOR and ROUGE_L are fractions in [0, 1]." if task == "e2e" else ".")]
+    notes = ["n: seeds with a result line / seeds in the suite. Metrics: mean ± sample std over seeds, "
+             "headline first" + ("; BLEU, METEOR and ROUGE_L are fractions in [0, 1]." if task == "e2e" else ".")]
     if solo_t:
         notes.append("final t: Solo's homotopy coefficient at the last logged step (1 = the full connection).")
     return _table(header, rows) + notes + [""]

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ..errors import DataError
+from ..io import read_jsonl_objects
 from .suite import result_key
 
 REQUIRED_KEYS = ("protocol", "task", "arm", "method", "seed", "metrics")
@@ -36,24 +37,15 @@ def read_results(path: str | Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     records: list[dict[str, Any]] = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ResultsFileError(f"{path}:{number}: not a JSON line ({err.msg} at column {err.colno})") from None
-            if not isinstance(record, dict):
-                raise ResultsFileError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
-            missing = [key for key in REQUIRED_KEYS if key not in record]
-            if missing:
-                raise ResultsFileError(f"{path}:{number}: missing key(s) {', '.join(missing)} "
-                                       f"(a result line needs {', '.join(REQUIRED_KEYS)})")
-            if not isinstance(record["seed"], int) or not isinstance(record["metrics"], dict):
-                raise ResultsFileError(f"{path}:{number}: 'seed' must be an integer and 'metrics' an object")
-            record["_line"] = number
-            records.append(record)
+    for number, record in read_jsonl_objects(path, ResultsFileError):
+        missing = [key for key in REQUIRED_KEYS if key not in record]
+        if missing:
+            raise ResultsFileError(f"{path}:{number}: missing key(s) {', '.join(missing)} "
+                                   f"(a result line needs {', '.join(REQUIRED_KEYS)})")
+        if not isinstance(record["seed"], int) or not isinstance(record["metrics"], dict):
+            raise ResultsFileError(f"{path}:{number}: 'seed' must be an integer and 'metrics' an object")
+        record["_line"] = number
+        records.append(record)
     return records
 
 

@@ -142,18 +142,9 @@ def load_run(path: str | Path) -> RunRecord:
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    records: list[dict[str, Any]] = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise RunFolderError(f"{path}, line {number}: not valid JSON ({err})") from None
-        if not isinstance(record, dict):
-            raise RunFolderError(f"{path}, line {number}: expected a JSON object")
-        records.append(record)
-    return records
+    from ..io import read_jsonl_objects
+
+    return [record for _, record in read_jsonl_objects(path, RunFolderError)]
 
 
 @dataclass
