@@ -155,7 +155,7 @@ def test_malformed_log_line_names_file_and_line(tmp_path):
     run = make_run(tmp_path, "r", method="lora", seed=0, metrics=e2e(0.1, 1.0))
     with (run / "metrics.jsonl").open("a") as handle:
         handle.write("{not json\n")
-    with pytest.raises(RunFolderError, match=r"metrics\.jsonl, line 7"):
+    with pytest.raises(RunFolderError, match=r"metrics\.jsonl:7: not a JSON line"):
         load_run(run)
 
 
