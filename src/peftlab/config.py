@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import types
 import typing
 import warnings
@@ -21,14 +22,10 @@ from .errors import AdapterLoadError, ConfigError
 CONFIG_NAME = "adapter_config.json"
 
 
-def _version_tuple(text: str) -> tuple[int, ...] | None:
-    parts = []
-    for piece in str(text).split(".")[:3]:
-        digits = "".join(ch for ch in piece if ch.isdigit()) if piece[:1].isdigit() else ""
-        if not digits:
-            break
-        parts.append(int(digits))
-    return tuple(parts) or None
+def _version_tuple(text: str) -> tuple[int, int] | None:
+    """``"0.1.0"`` -> ``(0, 1)``; None if it does not start with ``major.minor``."""
+    match = re.match(r"\s*(\d+)\.(\d+)", str(text))
+    return (int(match.group(1)), int(match.group(2))) if match else None
 
 
 def _warn_if_newer(saved: Any, source: str) -> None:
@@ -40,7 +37,7 @@ def _warn_if_newer(saved: Any, source: str) -> None:
     theirs, ours = _version_tuple(saved), _version_tuple(__version__)
     if theirs is None:
         warnings.warn(f"{source}: unreadable peftlab_version {saved!r}", stacklevel=3)
-    elif ours is not None and theirs[:2] > ours[:2]:
+    elif ours is not None and theirs > ours:
         warnings.warn(f"{source}: written by peftlab {saved}, newer than this peftlab {__version__}; fields or "
                       "defaults it relies on may be missing here (upgrade peftlab to load it faithfully)",
                       stacklevel=3)

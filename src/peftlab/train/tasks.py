@@ -158,20 +158,21 @@ class GlueTrainTask:
         return ModelLoss(peft_model)
 
     @torch.no_grad()
-    def predict(self, model, tokenizer) -> list[float]:
+    def predict(self, model, tokenizer) -> tuple[list[float], bool]:
+        """Predicted class ids (or scores) of the dev examples, and whether every logit was finite."""
         model.eval()
         predictions: list[float] = []
-        self.last_logits_finite = True
+        finite = True
         for i in range(0, len(self.dev.examples), 64):
             batch = self.collate(tokenizer, self.dev.examples[i:i + 64])
             batch.pop("labels")
             logits = model(**batch).logits
-            self.last_logits_finite &= bool(torch.isfinite(logits).all())
+            finite = finite and bool(torch.isfinite(logits).all())
             if self.spec.task_type == "regression":
                 predictions.extend(logits[:, 0].tolist())
             else:
                 predictions.extend(logits.argmax(-1).tolist())
-        return predictions
+        return predictions, finite
 
     def _metrics(self, predictions) -> dict[str, float]:
         from ..metrics.glue import glue_metrics
@@ -180,14 +181,15 @@ class GlueTrainTask:
 
     def dev_score(self, loss_module, tokenizer) -> dict[str, float]:
         loss_module.eval()
-        metrics = self._metrics(self.predict(loss_module.peft_model, tokenizer))
+        predictions, finite = self.predict(loss_module.peft_model, tokenizer)
+        metrics = self._metrics(predictions)
         loss_module.train()
         # NaN/inf logits make a meaningless score (argmax of NaN): the selection is NaN, so training stops there
-        selection = metrics[self.spec.metrics[0]] if self.last_logits_finite else float("nan")
+        selection = metrics[self.spec.metrics[0]] if finite else float("nan")
         return {**metrics, "selection": selection}
 
     def final_eval(self, peft_model, tokenizer, output_dir, progress: bool = True) -> dict[str, Any]:
-        predictions = self.predict(peft_model, tokenizer)
+        predictions, _ = self.predict(peft_model, tokenizer)
         lines = [f"{p:.6f}" if self.spec.task_type == "regression" else self.spec.label_names[int(p)]
                  for p in predictions]
         (output_dir / "predictions.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
