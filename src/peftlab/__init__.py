@@ -1,9 +1,8 @@
 """peftlab: parameter-efficient fine-tuning in peft's vocabulary."""
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
-from .errors import (  # noqa: E402
+from ._version import __version__
+from .errors import (
     AdapterError,
     AdapterLoadError,
     ConfigError,

@@ -9,6 +9,7 @@ import argparse
 import importlib
 import sys
 
+from ._version import __version__
 from .errors import PeftlabError
 
 # Modules that contribute sub-commands (imported lazily so `peftlab --help` stays fast and a missing
@@ -25,8 +26,6 @@ _CLI_MODULES = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
-
     parser = argparse.ArgumentParser(prog="peftlab", description="Parameter-efficient fine-tuning lab.")
     parser.add_argument("--version", action="version", version=f"peftlab {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Union
 
+from ._version import __version__
 from .errors import AdapterLoadError, ConfigError
 
 CONFIG_NAME = "adapter_config.json"
@@ -30,8 +31,6 @@ def _version_tuple(text: str) -> tuple[int, int] | None:
 
 def _warn_if_newer(saved: Any, source: str) -> None:
     """A config written by a newer peftlab may use fields or semantics this one does not know: say so."""
-    from . import __version__
-
     if saved is None:
         return
     theirs, ours = _version_tuple(saved), _version_tuple(__version__)
@@ -141,8 +140,6 @@ class PeftConfig:
 
     # --- serialization -----------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        from . import __version__
-
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         data = json.loads(json.dumps(data))  # tuples -> lists, a plain JSON tree
         data["peft_type"] = self.peft_type

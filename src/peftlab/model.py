@@ -17,6 +17,7 @@ from typing import Any, Iterator
 import torch
 import torch.nn as nn
 
+from ._version import __version__
 from .config import PeftConfig
 from .errors import AdapterError, AdapterLoadError, ConfigError, TargetModuleError
 from .io import WEIGHTS_NAME, read_adapter_weights, write_safetensors
@@ -400,8 +401,6 @@ class PeftModel(nn.Module):
         for name in selected_adapters or list(self.peft_config):
             self._check_name(name)
             target = save_directory if name == "default" else save_directory / name
-            from . import __version__
-
             metadata = {"peftlab_version": __version__, "peft_type": self.peft_config[name].peft_type}
             write_safetensors(self.get_peft_model_state_dict(name), target / WEIGHTS_NAME, metadata=metadata)
             for filename, tensors in self._tuner(name).extra_files_for_save(self, name).items():

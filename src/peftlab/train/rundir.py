@@ -85,7 +85,7 @@ def versions() -> dict[str, str]:
     import accelerate
     import transformers
 
-    from .. import __version__
+    from .._version import __version__
 
     return {"peftlab": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
             "accelerate": accelerate.__version__, "python": platform.python_version()}

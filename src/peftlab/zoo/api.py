@@ -73,7 +73,7 @@ def list_models() -> list[ZooModelInfo]:
 
 
 def _versions() -> dict[str, str]:
-    from .. import __version__
+    from .._version import __version__
 
     versions = {"peftlab": __version__, "python": sys.version.split()[0]}
     for distribution in ("torch", "transformers", "tokenizers", "gguf"):
