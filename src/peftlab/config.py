@@ -19,6 +19,7 @@ from typing import Any, ClassVar, Literal, Union
 
 from ._version import __version__
 from .errors import AdapterLoadError, ConfigError
+from .registry import get_method
 
 CONFIG_NAME = "adapter_config.json"
 
@@ -154,8 +155,6 @@ class PeftConfig:
         _warn_if_newer(data.pop("peftlab_version", None), source)
         config_cls = cls
         if not cls.peft_type or (peft_type and peft_type != cls.peft_type):
-            from .registry import get_method
-
             config_cls = get_method(peft_type).config_cls
         names = {f.name for f in dataclasses.fields(config_cls) if f.init}
         unknown = sorted(set(data) - names)

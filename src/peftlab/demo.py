@@ -51,9 +51,10 @@ def _mean_loss(model, batches) -> float:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from . import LoraConfig, get_peft_model
     from .data import linearize_mr, load_e2e
+    from .model import get_peft_model
     from .train import collate_causal_lm
+    from .tuners.lora import LoraConfig
     from .zoo import load_model, load_tokenizer
 
     random.seed(args.seed)

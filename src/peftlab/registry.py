@@ -8,6 +8,10 @@ the same way the built-in ones do::
     class MyTuner(Tuner):
         config_cls = MyConfig
         ...
+
+This module imports no method: it is the bottom of the dependency order (config -> registry <- tuners/<method>).
+The built-in methods register themselves when :mod:`peftlab.tuners` is imported, and ``import peftlab`` (which
+runs before any ``peftlab.<module>`` import) imports it, so every lookup below sees them.
 """
 from __future__ import annotations
 
@@ -85,7 +89,6 @@ def resolve_method(name: str) -> tuple[MethodEntry, dict]:
     """The method and the preset arguments a name means: a method name, an alias, or the peft_type. Another
     spelling of a name (``gated_prefix``, ``Kernel_Mix``) still works, with a DeprecationWarning naming the one
     to use. Unknown names raise ConfigError listing the valid ones."""
-    _load_builtin_methods()
     key = normalize(name)
     if key in _ALIASES:
         alias = _ALIASES[key]
@@ -114,7 +117,6 @@ def _deprecated(spelling: str, name: str) -> None:
 
 def method_names(aliases: bool = True) -> list[str]:
     """Every method's one name (and the registered aliases), sorted."""
-    _load_builtin_methods()
     names = {entry.name for entry in _METHODS.values()}
     if aliases:
         names |= {alias.name for alias in _ALIASES.values()}
@@ -122,13 +124,11 @@ def method_names(aliases: bool = True) -> list[str]:
 
 
 def aliases_of(method: str) -> list[MethodAlias]:
-    _load_builtin_methods()
     return sorted((a for a in _ALIASES.values() if normalize(a.method) == normalize(method)), key=lambda a: a.name)
 
 
 def get_method(name_or_config: "str | PeftConfig") -> MethodEntry:
     """The registered method for a name, alias or peft_type (case-insensitive), or a config instance."""
-    _load_builtin_methods()
     if not isinstance(name_or_config, str):
         name = type(name_or_config).peft_type
         entry = _METHODS.get(str(name).upper())
@@ -143,9 +143,9 @@ def get_method(name_or_config: "str | PeftConfig") -> MethodEntry:
 
 def list_methods() -> list[str]:
     """The registered methods' peft_type ids (the file format's; users type :func:`method_names`)."""
-    _load_builtin_methods()
     return sorted(_METHODS)
 
 
-def _load_builtin_methods() -> None:
-    from . import tuners  # noqa: F401  (importing the package registers the built-in methods)
+def registered_methods() -> list[MethodEntry]:
+    """Every registered method, in registration order."""
+    return list(_METHODS.values())

@@ -4,6 +4,7 @@ from __future__ import annotations
 from ...registry import register_method
 from ..prefix.model import PrefixTuningTuner
 from .config import GatedPrefixConfig
+from .gate_log import gate_values
 
 
 @register_method
@@ -16,6 +17,4 @@ class GatedPrefixTuner(PrefixTuningTuner):
         """Gate values per layer and prefix token, (L, l) as nested lists (the paper's gate-trend analysis)."""
         if peft_model.peft_config[adapter_name].gate == "none":
             return {}
-        from .gate_log import gate_values
-
         return {"gate": [[round(v, 5) for v in row] for row in gate_values(peft_model, adapter_name).tolist()]}

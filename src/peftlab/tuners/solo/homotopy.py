@@ -23,8 +23,7 @@ import torch.nn as nn
 
 from ...errors import AdapterError
 from .config import SoloConnectionConfig
-from .layer import SoloState
-from .model import solo_states
+from .layer import SoloState, solo_states
 
 
 def _selected(model: nn.Module, adapter_name: str | None) -> list[SoloState]:

@@ -14,17 +14,13 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import TYPE_CHECKING
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from ..base import AdapterLayer
 from ..dropout import dropout
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .config import SoloConnectionConfig
+from .config import AUTO_FALLBACK_RAMP_STEPS, SoloConnectionConfig
 
 Pair = tuple[int, int]
 
@@ -98,7 +94,7 @@ class SoloSite(nn.Module):
 class SoloState:
     """Cross-block state of one Solo adapter on one model, shared by the adapter's :class:`SoloBlock` wrappers."""
 
-    def __init__(self, adapter_name: str, pairs: list[Pair], config: "SoloConnectionConfig") -> None:
+    def __init__(self, adapter_name: str, pairs: list[Pair], config: SoloConnectionConfig) -> None:
         self.adapter_name = adapter_name
         self.pairs = list(pairs)
         self.t_mode: str = config.t_mode
@@ -130,8 +126,6 @@ class SoloState:
         """T_h in force: the resolved ramp_steps, or the fallback while "auto" is unresolved (warned once)."""
         if self.ramp_steps is not None:
             return self.ramp_steps
-        from .config import AUTO_FALLBACK_RAMP_STEPS
-
         if not self._warned_unresolved:
             self._warned_unresolved = True
             warnings.warn(f"Solo adapter {self.adapter_name!r}: ramp_steps='auto' was not resolved by a training loop; "
@@ -263,3 +257,13 @@ class SoloBlock(AdapterLayer):
             if state.source_after_skips:
                 state.record(index, hidden)
         return hidden if rest is None else (hidden,) + rest
+
+
+def solo_states(model: nn.Module) -> dict[str, SoloState]:
+    """Every Solo adapter's state found in ``model`` (a PeftModel or the wrapped transformers model), by name."""
+    found: dict[str, SoloState] = {}
+    for module in model.modules():
+        if isinstance(module, SoloBlock):
+            for name, state in module.states.items():
+                found.setdefault(name, state)
+    return found

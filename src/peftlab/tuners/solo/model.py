@@ -17,7 +17,8 @@ from ...layout import ResolvedLayout
 from ...registry import register_method
 from ..base import Tuner, replace_module
 from .config import SoloConnectionConfig
-from .layer import SoloBlock, SoloMap, SoloSite, SoloState, pair_key
+from .homotopy import advance_homotopy, current_t, resolve_ramp_steps, unfinished_ramps
+from .layer import SoloBlock, SoloMap, SoloSite, SoloState, pair_key, solo_states
 
 SHARED_KEY = "shared"
 
@@ -109,21 +110,15 @@ class SoloTuner(Tuner):
     @classmethod
     def on_optimizer_step(cls, peft_model, adapter_name: str) -> None:
         """The training loop advances the homotopy once per optimizer step."""
-        from .homotopy import advance_homotopy
-
         advance_homotopy(peft_model, 1, adapter_name)
 
     @classmethod
     def on_train_begin(cls, peft_model, adapter_name: str, total_steps: int, warmup_steps: int) -> None:
         """ramp_steps="auto" becomes a number of steps that fits the run (and a too-long explicit ramp is warned)."""
-        from .homotopy import resolve_ramp_steps
-
         resolve_ramp_steps(peft_model, total_steps, warmup_steps, adapter_name)
 
     @classmethod
     def on_train_end(cls, peft_model, adapter_name: str) -> None:
-        from .homotopy import unfinished_ramps
-
         t = unfinished_ramps(peft_model).get(adapter_name)
         if t is not None:
             warnings.warn(f"Solo adapter {adapter_name!r}: training ended at schedule t = {t:.3f} < 1 (ramp_steps is "
@@ -132,19 +127,7 @@ class SoloTuner(Tuner):
 
     @classmethod
     def training_log(cls, peft_model, adapter_name: str) -> dict[str, object]:
-        from .homotopy import current_t
-
         return {f"solo_{key}": value for key, value in current_t(peft_model, adapter_name).items()}
-
-
-def solo_states(model: nn.Module) -> dict[str, SoloState]:
-    """Every Solo adapter's state found in ``model`` (a PeftModel or the wrapped transformers model), by name."""
-    found: dict[str, SoloState] = {}
-    for module in model.modules():
-        if isinstance(module, SoloBlock):
-            for name, state in module.states.items():
-                found.setdefault(name, state)
-    return found
 
 
 __all__ = ["SoloTuner", "solo_states"]
