@@ -182,3 +182,43 @@ def test_the_check_finds_cycles(tmp_path):
     assert find_cycle(import_graph(tmp_path, "pkg")) is None
     lazy = import_graph(tmp_path, "pkg", in_functions=True)  # ... but a.f -> d -> a is one through a function
     assert find_cycle(lazy) == ["pkg.a", "pkg.d", "pkg.a"]
+
+
+# --- the public API (peftlab is imported only here: the graph checks above must report a cycle, not fail on it) --
+def test_every_registered_config_class_is_exported_by_name():
+    import peftlab
+    from peftlab.registry import registered_methods
+
+    missing = [e.config_cls.__name__ for e in registered_methods()
+               if getattr(peftlab, e.config_cls.__name__, None) is not e.config_cls]
+    assert not missing, f"add these to the imports of peftlab/__init__.py: {missing}"
+    unlisted = [e.config_cls.__name__ for e in registered_methods() if e.config_cls.__name__ not in peftlab.__all__]
+    assert not unlisted, f"add these to peftlab.__all__: {unlisted}"
+
+
+def test_the_public_api_is_explicit():
+    """``peftlab/__init__.py`` names what it exports (no ``import *``), and ``__all__`` lists only real names."""
+    import peftlab
+
+    tree = ast.parse((SRC / PACKAGE / "__init__.py").read_text(encoding="utf-8"))
+    stars = [node.lineno for node in ast.walk(tree)
+             if isinstance(node, ast.ImportFrom) and any(alias.name == "*" for alias in node.names)]
+    assert not stars, f"peftlab/__init__.py: star import at line(s) {stars}"
+    assert len(set(peftlab.__all__)) == len(peftlab.__all__)
+    assert [name for name in peftlab.__all__ if not hasattr(peftlab, name)] == []
+    for name in ("__version__", "get_peft_model", "PeftModel", "PeftConfig", "LoraConfig", "SoloConnectionConfig"):
+        assert name in peftlab.__all__
+
+
+def test_a_low_level_module_imported_first_sees_every_method():
+    """Imported first in a fresh interpreter, the registry still knows every built-in method (importing it runs
+    ``peftlab/__init__``, which imports ``peftlab.tuners``): the registry needs no lazy loader of the methods."""
+    code = ("import peftlab.registry as registry\nfrom peftlab.config import PeftConfig\n"
+            "print(' '.join(registry.list_methods()))\n"
+            "print(type(PeftConfig.from_dict({'peft_type': 'LORA'})).__name__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    from peftlab.registry import registered_methods
+
+    names, config_name = out.stdout.split("\n")[:2]
+    assert set(names.split()) == {e.peft_type.upper() for e in registered_methods()}
+    assert config_name == "LoraConfig"
