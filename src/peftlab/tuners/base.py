@@ -5,12 +5,14 @@
   ``adapter_containers``; that is how adapter parameters are found, never by substrings of parameter names.
   State-dict keys come out in peft's layout: ``<module path>.<container>.<adapter>.<param>``, saved with the
   adapter name removed.
+  A new adapter's parameters go through :meth:`AdapterLayer.place_adapter`, the one place that decides their
+  device (the base layer's), dtype (fp32, :data:`ADAPTER_DTYPE`) and ``requires_grad``.
 * :class:`Tuner` is the per-method strategy: inject layers for a config, describe what it counts.
 """
 from __future__ import annotations
 
 import copy
-from typing import TYPE_CHECKING, ClassVar, Iterator
+from typing import TYPE_CHECKING, ClassVar, Iterator, TypeVar
 
 import torch
 import torch.nn as nn
@@ -20,6 +22,11 @@ from ..errors import AdapterError
 if TYPE_CHECKING:  # pragma: no cover
     from ..config import PeftConfig
     from ..layout import ResolvedLayout
+
+ADAPTER_DTYPE = torch.float32
+"""dtype of adapter weights whatever the base model's (layers cast their inputs to it and their outputs back)."""
+
+_Placed = TypeVar("_Placed", nn.Module, nn.Parameter)
 
 
 class AdapterLayer(nn.Module):
@@ -31,6 +38,9 @@ class AdapterLayer(nn.Module):
     """False (default): the layer took the place of ``base_layer``, and removing it puts ``base_layer`` back.
     True: the layer was added as a new child beside the model's modules (``base_layer`` is a placeholder), and
     removing it calls :meth:`detach` and deletes it (prefix tuning: module paths of the model stay unchanged)."""
+    adapter_dtype: ClassVar[torch.dtype | None] = ADAPTER_DTYPE
+    """dtype of the floating-point adapter parameters; None: they keep the dtype they were made in (a trained copy
+    of a base module keeps the module's)."""
 
     def __init__(self, base_layer: nn.Module) -> None:
         super().__init__()
@@ -38,6 +48,31 @@ class AdapterLayer(nn.Module):
         self.active_adapters: list[str] = []
         self.merged_adapters: list[str] = []
         self.disabled = False
+
+    # --- placing a new adapter's parameters ---------------------------------------------------------------------
+    def adapter_device(self) -> torch.device:
+        """Where this layer's adapter tensors live: the device of the base layer's parameters (CPU if none)."""
+        return next((p.device for p in self.base_layer.parameters()), torch.device("cpu"))
+
+    def place_adapter(self, item: _Placed, trainable: bool) -> _Placed:
+        """Put a new adapter module or parameter on :meth:`adapter_device`, its floating-point tensors in
+        ``adapter_dtype`` (integer state, e.g. Solo's step counter, keeps its dtype and is never trained), and set
+        ``requires_grad`` of its floating-point parameters to ``trainable``. Returns ``item``: every method passes
+        what it adds through here, in place (parameter identity is kept)."""
+        device = self.adapter_device()
+        if isinstance(item, nn.Parameter):
+            dtype = self.adapter_dtype if item.is_floating_point() else None
+            moved = item.data.to(device=device, dtype=dtype)
+            if moved is not item.data:
+                item.data = moved
+            params = [item]
+        else:
+            item.to(device=device, dtype=self.adapter_dtype)
+            params = list(item.parameters())
+        for param in params:
+            if param.is_floating_point():
+                param.requires_grad_(trainable)
+        return item
 
     # --- adapter bookkeeping -----------------------------------------------------------------------------------
     def adapter_names(self) -> list[str]:
@@ -106,16 +141,14 @@ class ModulesToSaveWrapper(AdapterLayer):
     """
 
     adapter_containers = ("modules_to_save",)
+    adapter_dtype = None  # the copy trains in the base module's own dtype
 
     def __init__(self, base_layer: nn.Module) -> None:
         super().__init__(base_layer)
         self.modules_to_save = nn.ModuleDict()
 
     def add(self, adapter_name: str, trainable: bool) -> None:
-        module = copy.deepcopy(self.base_layer)
-        for param in module.parameters():
-            param.requires_grad_(trainable)
-        self.modules_to_save[adapter_name] = module
+        self.modules_to_save[adapter_name] = self.place_adapter(copy.deepcopy(self.base_layer), trainable)
 
     def state_key(self, container: str, rel: str) -> str:
         return rel

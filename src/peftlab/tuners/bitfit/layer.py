@@ -28,10 +28,10 @@ class BitFitLayer(AdapterLayer):
         self._created_bias = False  # merge had to create a bias the base module lacked
 
     def add_adapter(self, name: str, init_weights: bool, trainable: bool) -> None:
-        delta = torch.zeros(output_width(self.base_layer), device=self.base_layer.weight.device)
+        delta = torch.zeros(output_width(self.base_layer), device=self.adapter_device())
         if not init_weights:
             nn.init.normal_(delta, std=0.1)
-        self.bitfit_bias[name] = nn.Parameter(delta, requires_grad=trainable)
+        self.bitfit_bias[name] = self.place_adapter(nn.Parameter(delta), trainable)
 
     def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         result = self.base_layer(x, *args, **kwargs)

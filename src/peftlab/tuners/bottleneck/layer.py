@@ -23,8 +23,6 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "gelu": nn.GELU, "si
                                            "identity": nn.Identity}
 
 
-
-
 class BottleneckAdapter(nn.Module):
     """``scaling * up(dropout(f(down(norm(h)))))`` with down: d_in -> r, up: r -> d_out (fp32)."""
 
@@ -87,9 +85,7 @@ class BottleneckLayer(AdapterLayer):
 
     def add_adapter(self, name: str, adapter: BottleneckAdapter, placement: str, trainable: bool) -> None:
         adapter.train(self.training)  # a model already in eval mode gets an eval-mode adapter
-        for param in adapter.parameters():
-            param.requires_grad_(trainable)
-        self.bottleneck[name] = adapter
+        self.bottleneck[name] = self.place_adapter(adapter, trainable)
         self.placement[name] = placement
 
     def delete_adapter(self, name: str) -> None:
@@ -145,9 +141,8 @@ class NormDeltaLayer(AdapterLayer):
     def add_adapter(self, name: str, trainable: bool) -> None:
         holder = nn.Module()
         for pname, param in self.base_layer.named_parameters(recurse=False):
-            delta = torch.zeros(param.shape, device=param.device, dtype=torch.float32)
-            holder.register_parameter(pname, nn.Parameter(delta, requires_grad=trainable))
-        self.norm_delta[name] = holder
+            holder.register_parameter(pname, nn.Parameter(torch.zeros(param.shape, device=param.device)))
+        self.norm_delta[name] = self.place_adapter(holder, trainable)
 
     def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         if not self.uses_adapter():

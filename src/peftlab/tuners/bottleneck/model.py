@@ -84,9 +84,8 @@ class BottleneckTuner(Tuner):
                     out_layer.input_stash = in_layer.stash
                     in_layer.add_adapter(adapter_name)
                 r = config.bottleneck_dim(d_out)
-                device = next(out_layer.base_layer.parameters()).device
                 adapter = BottleneckAdapter(d_in, d_out, r, config.activation, config.dropout, config.adapter_norm,
-                                            config.scaling, device)
+                                            config.scaling, out_layer.adapter_device())
                 adapter.reset(config.init_weights)
                 out_layer.add_adapter(adapter_name, adapter, config.placement, trainable)
                 if config.train_block_norms:

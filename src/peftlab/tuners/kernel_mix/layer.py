@@ -31,8 +31,6 @@ from ..targets import projection_shape
 _DOWN_NAMES = ("head_A", "shared_down")  # "A"-like parameters: random in both init schemes
 
 
-
-
 def _fmod_normal(shape: torch.Size, std: float, device: torch.device) -> torch.Tensor:
     """The authors' "Houlsby" init: a normal folded into (-2, 2) standard deviations."""
     return torch.fmod(torch.randn(shape, device=device), 2) * std
@@ -242,9 +240,9 @@ class KernelMixLayer(AdapterLayer):
         sl = self.roles[role]
         return self.out_features if sl is None else sl.stop - sl.start
 
-    def add_part(self, role: str, name: str, part: KernelMixPart, dropout: float) -> None:
+    def add_part(self, role: str, name: str, part: KernelMixPart, dropout: float, trainable: bool) -> None:
         part.train(self.training)  # a model already in eval mode gets an eval-mode adapter
-        getattr(self, f"kmix_{role}")[name] = part
+        getattr(self, f"kmix_{role}")[name] = self.place_adapter(part, trainable)
         if name not in self.kmix_dropout:
             drop = Dropout(dropout) if dropout > 0 else nn.Identity()
             self.kmix_dropout[name] = drop.train(self.training)

@@ -7,7 +7,6 @@ n_kv_heads == H (GPT-2, BERT) this is the paper's one-per-head layout.
 """
 from __future__ import annotations
 
-import torch
 import torch.nn as nn
 
 from ...errors import TargetModuleError
@@ -49,10 +48,6 @@ def _own_layer(module: nn.Module) -> KernelMixLayer | None:
     return None
 
 
-def _device(layer: KernelMixLayer) -> torch.device:
-    return next(layer.base_layer.parameters()).device
-
-
 @register_method
 class KernelMixTuner(Tuner):
     config_cls = KernelMixConfig
@@ -72,21 +67,22 @@ class KernelMixTuner(Tuner):
             if config.bandwidth != "none" or (use_v and config.r_v and not fused_kv):
                 wanted.append("k")  # the k wrapper scales keys and/or hands its key to the separate v wrapper
             layers = cls._wrap_block(model, layout, block, shape, wanted)
+            device = {role: layer.adapter_device() for role, layer in layers.items()}  # each beside its projection
             parts: list[tuple[str, KernelMixLayer, KernelMixPart]] = []
             if use_q:
                 parts.append(("q", layers["q"], QPart(
                     layers["q"].in_features, shape, config.r_q, config.s_q, config.head_bias, config.scaling,
-                    config.bandwidth, config.bandwidth_per_head, _device(layers["q"]))))
+                    config.bandwidth, config.bandwidth_per_head, device["q"])))
             if use_v:
                 parts.append(("v", layers["v"], VPart(layers["v"].in_features, shape, config.r_v, config.s_v,
-                                                      config.head_bias, config.scaling, _device(layers["v"]))))
+                                                      config.head_bias, config.scaling, device["v"])))
             if "k" in wanted:
                 parts.append(("k", layers["k"], KPart(shape, config.bandwidth, config.bandwidth_per_head,
-                                                      _device(layers["k"]))))
+                                                      device["k"])))
             if use_o:
                 parts.append(("o", layers["o"], OPart(layers["o"].out_features, shape, config.rank_o,
                                                       config.share_o, config.head_bias, config.scaling,
-                                                      _device(layers["o"]))))
+                                                      device["o"])))
             if use_v and config.r_v and not fused_kv:
                 k_layer, v_layer = layers["k"], layers["v"]
                 if k_layer.key_stash is None:
@@ -94,9 +90,7 @@ class KernelMixTuner(Tuner):
                 v_layer.key_source = k_layer.key_stash
             for role, layer, part in parts:
                 part.reset(config.init_scheme, config.init_std, config.init_weights)
-                for param in part.parameters():
-                    param.requires_grad_(trainable)
-                layer.add_part(role, adapter_name, part, config.dropout)
+                layer.add_part(role, adapter_name, part, config.dropout, trainable)
 
     @classmethod
     def _wrap_block(cls, model: nn.Module, layout: ResolvedLayout, block: int, shape: AttentionShape,

@@ -18,8 +18,6 @@ from ..dropout import Dropout
 from ..targets import projection_shape
 
 
-
-
 class LoraLayer(AdapterLayer):
     adapter_containers = ("lora_A", "lora_B")
 
@@ -49,11 +47,8 @@ class LoraLayer(AdapterLayer):
                 nn.init.zeros_(self.lora_B[name].weight)
             else:
                 nn.init.normal_(self.lora_B[name].weight, std=0.1)
-        device = self.base_layer.weight.device  # adapter weights stay fp32, on the base layer's device
-        self.lora_A[name].to(device)
-        self.lora_B[name].to(device)
-        for param in (self.lora_A[name].weight, self.lora_B[name].weight):
-            param.requires_grad_(trainable)
+        self.place_adapter(self.lora_A[name], trainable)  # initialised on the CPU, then moved beside the base layer
+        self.place_adapter(self.lora_B[name], trainable)
 
     def delete_adapter(self, name: str) -> None:
         super().delete_adapter(name)

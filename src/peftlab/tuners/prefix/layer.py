@@ -82,7 +82,6 @@ class PrefixLayer(AdapterLayer):
         self.specs: dict[str, PrefixSpec] = {}
         self._shared: dict[str, PrefixEncoder] = {}  # plain dict: a reference, not a registered child
         inner = attention_module(attention)
-        self._device = next((p.device for p in inner.parameters()), torch.device("cpu"))  # adapter tensors go here
         modeling = sys.modules.get(type(inner).__module__)
         self._eager = getattr(modeling, "eager_attention_forward", None) or generic_eager_attention
         self._restore: list[str] = []  # attention implementations to put back after the attention call
@@ -102,6 +101,12 @@ class PrefixLayer(AdapterLayer):
     def forward(self, *args, **kwargs):
         raise RuntimeError("PrefixLayer is driven by hooks on its attention module; it is never called itself")
 
+    def adapter_device(self) -> torch.device:
+        """The attention module's device (``base_layer`` is only a placeholder here)."""
+        own = {id(p) for p in self.parameters()}
+        inner = attention_module(self._attention[0])
+        return next((p.device for p in inner.parameters() if id(p) not in own), torch.device("cpu"))
+
     # --- bookkeeping: an adapter may own no tensor in this layer (reparameterized, no gate) --------------------
     def adapter_names(self) -> list[str]:
         return list(self.specs)
@@ -110,22 +115,22 @@ class PrefixLayer(AdapterLayer):
         return name in self.specs
 
     def add_adapter(self, name: str, spec: PrefixSpec, encoder: PrefixEncoder | None, trainable: bool) -> None:
-        """Add adapter ``name``: a direct per-layer prefix when ``encoder`` is None, else a slice of ``encoder``."""
+        """Add adapter ``name``: a direct per-layer prefix when ``encoder`` is None, else a slice of ``encoder``
+        (registered, and so placed, by block 0's layer)."""
         self.specs[name] = spec
         if encoder is None:
             shape = (self.n_kv_heads, spec.num_virtual_tokens, self.head_dim)
-            self.key[name] = nn.Parameter(torch.randn(shape).to(self._device))  # N(0, 1), as peft's nn.Embedding
-            self.value[name] = nn.Parameter(torch.randn(shape).to(self._device))
+            # N(0, 1) drawn on the CPU, as peft's nn.Embedding, then moved beside the attention module
+            self.key[name] = self.place_adapter(nn.Parameter(torch.randn(shape)), trainable)
+            self.value[name] = self.place_adapter(nn.Parameter(torch.randn(shape)), trainable)
         else:
             self._shared[name] = encoder
             if self.layer_index == 0:
-                self.encoder[name] = encoder
+                self.encoder[name] = self.place_adapter(encoder, trainable)
         gate = build_gate(spec.gate, spec.num_virtual_tokens, self.n_kv_heads * self.head_dim, spec.gate_init,
                           spec.init_weights)
         if gate is not None:
-            self.gate[name] = gate.to(self._device)
-        for _, param in self.adapter_parameters(name):
-            param.requires_grad_(trainable)
+            self.gate[name] = self.place_adapter(gate, trainable)
 
     def delete_adapter(self, name: str) -> None:
         super().delete_adapter(name)

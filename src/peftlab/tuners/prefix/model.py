@@ -77,8 +77,6 @@ class PrefixTuningTuner(Tuner):
         encoder = None
         if spec.reparameterized and not config.inference_mode:  # inference: the ejected prefix only (as peft)
             encoder = build_encoder(spec, layout.n_blocks, shape.n_kv_heads, shape.head_dim, shape.hidden_size)
-            first = model.get_submodule(layout.block_path(0, layout.layout.attention))
-            encoder.to(next((p.device for p in first.parameters()), torch.device("cpu")))  # fp32, beside the model
         owner_path = None
         for index in range(layout.n_blocks):
             path = layout.block_path(index, layout.layout.attention)

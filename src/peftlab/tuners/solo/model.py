@@ -18,15 +18,9 @@ from ...registry import register_method
 from ..base import Tuner, replace_module
 from .config import SoloConnectionConfig
 from .homotopy import advance_homotopy, current_t, resolve_ramp_steps, unfinished_ramps
-from .layer import SoloBlock, SoloMap, SoloSite, SoloState, pair_key, solo_states
+from .layer import SoloBlock, SoloMap, SoloState, pair_key, solo_states
 
 SHARED_KEY = "shared"
-
-
-def _device_of(module: nn.Module) -> torch.device | None:
-    for param in module.parameters():
-        return param.device
-    return None
 
 
 @register_method
@@ -45,21 +39,22 @@ class SoloTuner(Tuner):
         pairs = config.resolve_pairs(n_blocks)
         state = SoloState(adapter_name, pairs, config)
         blocks = layout.blocks()
-        sites: dict[int, SoloSite] = {}
+        layers: dict[int, SoloBlock] = {}
         for index in state.wrapped_blocks:
             module = blocks[index]
             layer = module if isinstance(module, SoloBlock) else SoloBlock(module, index)
             if layer is not module:
                 replace_module(model, layout.block_path(index), layer)
-            sites[index] = layer.add_adapter(adapter_name, state)
-        devices = {index: _device_of(blocks[index]) for index in sites}
-        cls._build_parameters(config, state, sites, devices, d, trainable)
+            layers[index] = layer
+        cls._build_parameters(config, state, layers, d, trainable)
 
     @classmethod
-    def _build_parameters(cls, config: SoloConnectionConfig, state: SoloState, sites: dict[int, SoloSite],
-                          devices: dict[int, torch.device | None], d: int, trainable: bool) -> None:
+    def _build_parameters(cls, config: SoloConnectionConfig, state: SoloState, layers: dict[int, SoloBlock], d: int,
+                          trainable: bool) -> None:
         """Create the maps, learned thetas and the step counter in their sites (on their block's device); give
         ``state`` references to them. Per-pair tensors live at the destination, shared ones at the hub."""
+        sites = {index: layer.add_adapter(state.adapter_name, state) for index, layer in layers.items()}
+        devices = {index: layer.adapter_device() for index, layer in layers.items()}
         hub = sites[state.hub]
         init_up = config.resolved_init_up() if config.init_weights else "normal"
         up_std = config.init_up_std if config.init_weights else 0.1
@@ -91,10 +86,8 @@ class SoloTuner(Tuner):
                     state.thetas[(i, j)] = sites[j].theta[pair_key(i)]
         start = state.effective_ramp_steps() if (not config.init_weights and config.has_schedule()) else 0
         state.step = hub.add_step_counter(devices[state.hub], start)
-        for site in sites.values():
-            for param in site.parameters():
-                if param.is_floating_point():
-                    param.requires_grad_(trainable)
+        for index, site in sites.items():
+            layers[index].place_adapter(site, trainable)  # the step counter (an integer) is never trained
 
     @classmethod
     def describe(cls, config: SoloConnectionConfig) -> str:
