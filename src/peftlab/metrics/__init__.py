@@ -1,8 +1,10 @@
 """Evaluation metrics: the official E2E scorer's five metrics and the GLUE metrics.
 
 ``peftlab.metrics.e2e`` (:func:`score_e2e`, :func:`evaluate_e2e`) equals ``tuetschek/e2e-metrics``; the building
-blocks live in :mod:`.bleu_nist` (BLEU, NIST), :mod:`.ptb` (PTB tokenization), :mod:`.coco` (ROUGE-L, CIDEr,
-METEOR). ``peftlab.metrics.glue`` has accuracy, F1, Matthews, Pearson and Spearman.
+blocks live in :mod:`.bleu_nist` (BLEU through sacrebleu, our NIST), :mod:`.ptb` (PTB tokenization: the official
+jar, or the opt-in Python port), :mod:`.coco` (ROUGE-L and CIDEr through pycocoevalcap, METEOR 1.5). The E2E
+metrics need the ``metrics`` extra (``pip install 'peftlab[metrics]'``), imported only when scoring.
+``peftlab.metrics.glue`` has accuracy, F1, Matthews, Pearson and Spearman (no extra needed).
 """
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from .bleu_nist import corpus_bleu, corpus_nist, mteval_tokenize
 from .coco import Meteor, MetricUnavailableError, cider, meteor_unavailable_reason, rouge_l
 from .e2e import E2E_METRICS, E2EScores, evaluate_e2e, read_predictions, read_references, score_e2e
 from .glue import accuracy, binary_f1, glue_metrics, matthews_corrcoef, pearson, spearman
-from .ptb import PTBLexer, coco_tokenize
+from .ptb import PTBLexer, TokenizerUnavailableError, coco_tokenize
 
 __all__ = [
     "E2E_METRICS",
@@ -18,6 +20,7 @@ __all__ = [
     "Meteor",
     "MetricUnavailableError",
     "PTBLexer",
+    "TokenizerUnavailableError",
     "accuracy",
     "binary_f1",
     "cider",

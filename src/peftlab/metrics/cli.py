@@ -71,9 +71,9 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     e2e.add_argument("--details", action="store_true", help="add instance counts and the tokenizer used to the JSON")
     e2e.add_argument("--refs-format", choices=["auto", "csv", "lora", "lines"], default="auto",
                      help="reference file format (default: from the file name and content)")
-    e2e.add_argument("--tokenizer", choices=["auto", "java", "python"], default="auto",
-                     help="PTB tokenizer for METEOR/ROUGE-L/CIDEr: the official jar (java), the Python port, "
-                          "or auto (jar when Java is available)")
+    e2e.add_argument("--tokenizer", choices=["java", "python"], default=None,
+                     help="PTB tokenizer for METEOR/ROUGE-L/CIDEr: the official CoreNLP jar (java, needs Java) or the "
+                          "opt-in pure-Python port (python); default: $PEFTLAB_PTB_TOKENIZER, else java")
     e2e.add_argument("--meteor", choices=["auto", "require", "skip"], default="auto",
                      help="auto: METEOR if Java is available, else reported as unavailable; require: fail without it")
     e2e.add_argument("--quiet", action="store_true", help="no progress bar")

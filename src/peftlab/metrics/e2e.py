@@ -3,10 +3,16 @@
 Reproduces ``measure_scores.py`` of ``tuetschek/e2e-metrics`` in its ``-p`` (Python MT-eval) mode, the mode the
 LoRA repository reports:
 
-* BLEU and NIST: :mod:`peftlab.metrics.bleu_nist` on the raw strings (mteval tokenization, lowercased).
-* METEOR, ROUGE-L, CIDEr: the COCO caption code's definitions (:mod:`peftlab.metrics.coco`) on PTB-tokenized,
-  lowercased, punctuation-free strings (:mod:`peftlab.metrics.ptb`). METEOR runs the official METEOR 1.5 jar and so
-  needs Java; without it METEOR is reported as unavailable (``None`` plus a message), never as 0.
+* BLEU and NIST: :mod:`peftlab.metrics.bleu_nist` on the raw strings (mteval tokenization, lowercased; BLEU is
+  sacrebleu's, NIST our own).
+* METEOR, ROUGE-L, CIDEr: the COCO caption code (:mod:`peftlab.metrics.coco`: pycocoevalcap's scorers and the
+  METEOR 1.5 jar) on PTB-tokenized, lowercased, punctuation-free strings (:mod:`peftlab.metrics.ptb`). The PTB
+  tokenizer is the official CoreNLP jar and needs Java; without Java scoring fails with a message naming the
+  opt-in to the pure-Python tokenizer (``tokenizer="python"`` or ``PEFTLAB_PTB_TOKENIZER=python``). METEOR runs
+  the official METEOR 1.5 jar and so needs Java too; with the Python tokenizer and no Java, METEOR is reported as
+  unavailable (``None`` plus a message), never as 0.
+
+Needs the ``metrics`` extra (``pip install 'peftlab[metrics]'``: sacrebleu, pycocoevalcap).
 
 All scores are fractions as the official scorer prints them (BLEU 0.6619, not 66.19).
 
@@ -29,7 +35,7 @@ from tqdm.auto import tqdm
 from ..data.e2e import group_references, parse_e2e_csv, read_lora_file
 from ..data.files import read_text
 from ..errors import DataError
-from .bleu_nist import BLEUAccumulator, NISTAccumulator
+from .bleu_nist import corpus_bleu, corpus_nist
 from .coco import Meteor, MetricUnavailableError, cider, meteor_unavailable_reason, rouge_l
 from .ptb import coco_tokenize, resolve_backend
 
@@ -89,7 +95,7 @@ def score_e2e(
     hypotheses: Sequence[str],
     references: Sequence[Sequence[str]],
     *,
-    tokenizer: str = "auto",
+    tokenizer: str | None = None,
     meteor: MeteorMode = "auto",
     meteor_scorer: Meteor | None = None,
     progress: bool = False,
@@ -97,8 +103,9 @@ def score_e2e(
     """Score ``hypotheses[i]`` against the references ``references[i]`` with the five official E2E metrics.
 
     Args:
-        tokenizer: PTB tokenizer for METEOR/ROUGE-L/CIDEr: ``"java"`` (the official CoreNLP jar), ``"python"``
-            (pure-Python re-implementation) or ``"auto"`` (the jar when Java is available).
+        tokenizer: PTB tokenizer for METEOR/ROUGE-L/CIDEr: ``"java"`` (the official CoreNLP jar; fails without Java,
+            naming the opt-in) or ``"python"`` (opt-in pure-Python port); None: ``$PEFTLAB_PTB_TOKENIZER``, else
+            ``"java"``.
         meteor: ``"auto"`` (METEOR when Java is available, else None with a message), ``"require"`` (raise
             :class:`MetricUnavailableError` without Java) or ``"skip"``.
         meteor_scorer: an already running :class:`Meteor` to reuse (saves the jar's start-up of several seconds).
@@ -113,6 +120,7 @@ def score_e2e(
             raise DataError(f"instance {i + 1} has no references")
     if meteor not in ("auto", "require", "skip"):
         raise ValueError(f"meteor must be 'auto', 'require' or 'skip', not {meteor!r}")
+    backend = resolve_backend(tokenizer)  # fails here, before any work, when the jar cannot run
     hyps = [h.strip() for h in hypotheses]
     refs = [[r.strip() for r in seg] for seg in references]
 
@@ -130,12 +138,8 @@ def score_e2e(
 
     bar = tqdm(total=5, desc="E2E metrics", disable=not progress, leave=False)
     try:
-        bleu, nist = BLEUAccumulator(), NISTAccumulator()
-        for hyp, seg in zip(hyps, refs):
-            bleu.add(hyp, seg)
-            nist.add(hyp, seg)
+        bleu, nist = corpus_bleu(hyps, refs), corpus_nist(hyps, refs)
         bar.update(2)
-        backend = resolve_backend(tokenizer)
         # references and outputs are tokenized in two runs, as the COCO code does (a line's last token can depend
         # on the next line, so the concatenation order matters)
         it = iter(coco_tokenize([r for seg in refs for r in seg], backend))
@@ -156,8 +160,8 @@ def score_e2e(
         if own_meteor is not None:
             own_meteor.close()
     return E2EScores(
-        BLEU=bleu.score(),
-        NIST=nist.score(),
+        BLEU=bleu,
+        NIST=nist,
         METEOR=meteor_score,
         ROUGE_L=rouge,
         CIDEr=cider_score,
@@ -232,7 +236,7 @@ def evaluate_e2e(
     pred_path: str | os.PathLike[str],
     *,
     refs_format: Literal["auto", "csv", "lora", "lines"] = "auto",
-    tokenizer: str = "auto",
+    tokenizer: str | None = None,
     meteor: MeteorMode = "auto",
     progress: bool = False,
 ) -> E2EScores:

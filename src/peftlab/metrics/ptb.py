@@ -6,20 +6,24 @@ newlines, then drops the punctuation tokens in :data:`COCO_PUNCTUATION` and join
 
 Two back-ends produce that text:
 
-* ``"java"`` runs the very jar the official scorer uses (``stanford-corenlp-3.4.1.jar``, shipped inside the
-  ``pycocoevalcap`` wheel) in a subprocess. This *is* the official tokenization.
-* ``"python"`` is :class:`PTBLexer`, a re-implementation of the parts of CoreNLP's JFlex lexer (``PTBLexer.flex``,
-  3.4.x defaults: PTB3 escaping, LaTeX quotes, ``#`` for the pound sign, no Americanization, no hyphen splitting)
-  that occur in English restaurant descriptions: words and hyphenated words, contractions (``n't``, ``'s``),
-  numbers, fractions, abbreviations and acronyms with the tokenizer's sentence-end rules, quotes, currency,
-  brackets, dashes and ellipses. Like the JFlex scanner it takes the longest match at each position (ties go to
-  the earlier rule), with right context where the original rule has one. It is verified to give exactly the jar's
-  output on every E2E reference, MR and the metric-check hypotheses (tests/test_metrics_e2e.py; all 61,621
-  distinct E2E strings and 22,589 GLUE sentences were also checked once); rarer constructs (URLs, e-mail
-  addresses, SGML, emoticons) are approximated.
+* ``"java"`` (the default) runs the very jar the official scorer uses (``stanford-corenlp-3.4.1.jar``, shipped
+  inside the ``pycocoevalcap`` wheel of the ``metrics`` extra) in a subprocess. This *is* the official
+  tokenization. Without Java it fails with :class:`TokenizerUnavailableError`, which names the opt-in below; it
+  never falls back silently.
+* ``"python"`` (opt-in: ``tokenizer="python"``, ``peftlab evaluate e2e --tokenizer python``, or the environment
+  variable ``PEFTLAB_PTB_TOKENIZER=python`` for every scorer that is not told otherwise, such as the final
+  evaluation of ``peftlab train e2e``) is :class:`PTBLexer`, a re-implementation of the parts of CoreNLP's JFlex
+  lexer (``PTBLexer.flex``, 3.4.x defaults: PTB3 escaping, LaTeX quotes, ``#`` for the pound sign, no
+  Americanization, no hyphen splitting) that occur in English restaurant descriptions: words and hyphenated
+  words, contractions (``n't``, ``'s``), numbers, fractions, abbreviations and acronyms with the tokenizer's
+  sentence-end rules, quotes, currency, brackets, dashes and ellipses. Like the JFlex scanner it takes the longest
+  match at each position (ties go to the earlier rule), with right context where the original rule has one. It is
+  verified to give exactly the jar's output on every E2E reference, MR and the metric-check hypotheses
+  (tests/test_metrics_e2e.py; all 61,621 distinct E2E strings and 22,589 GLUE sentences were also checked once);
+  rarer constructs (URLs, e-mail addresses, SGML, emoticons) are approximated. It needs neither Java nor
+  pycocoevalcap.
 
-``"auto"`` (the default everywhere) uses the jar when Java and the jar are available and the Python lexer
-otherwise; the scorer records which one ran.
+The scorer records which back-end ran (``E2EScores.tokenizer``).
 
 Deliberate difference from the official scorer: characters that CoreNLP treats as line breaks inside one caption
 (``\\r``, U+2028, U+2029, U+000B, U+000C, U+0085) are replaced by spaces before tokenizing. The official code
@@ -38,11 +42,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-from ..errors import PeftlabError
+from .._optional import missing_message
+from ..errors import ConfigError, PeftlabError
 
 __all__ = [
+    "BACKENDS",
     "COCO_PUNCTUATION",
     "PTBLexer",
+    "TOKENIZER_ENV",
     "TokenizerUnavailableError",
     "coco_tokenize",
     "find_pycocoevalcap_file",
@@ -61,8 +68,14 @@ COCO_PUNCTUATION = frozenset(
 _INNER_NEWLINES = re.compile("[\r\n\u2028\u2029\x0b\x0c\x85]")
 
 
+#: The PTB tokenizer back-ends: the official jar (default) and the opt-in pure-Python port.
+BACKENDS = ("java", "python")
+#: Environment variable naming the back-end used when none is passed (``python`` opts in to the Python port).
+TOKENIZER_ENV = "PEFTLAB_PTB_TOKENIZER"
+
+
 class TokenizerUnavailableError(PeftlabError, RuntimeError):
-    """The requested tokenizer back-end (Java + CoreNLP jar) cannot run here."""
+    """The requested tokenizer back-end (Java + CoreNLP jar) cannot run here; the message names the opt-in."""
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -403,13 +416,29 @@ def java_available() -> str | None:
 _TOKENIZER_JAR = "tokenizer/stanford-corenlp-3.4.1.jar"
 
 
+_OPT_IN = ("or opt in to peftlab's pure-Python port of the tokenizer (equal to the jar on all E2E data): "
+           f"tokenizer='python' (CLI: --tokenizer python; or set {TOKENIZER_ENV}=python)")
+
+
+def java_tokenizer_problem() -> str | None:
+    """None when the official jar can run; otherwise what is missing, how to install it, and the opt-in."""
+    if java_available() is None:
+        return ("the official PTB tokenizer of the E2E scorer (ROUGE-L, CIDEr, METEOR inputs) is the CoreNLP jar, "
+                "which needs a Java runtime (`java` on PATH); none was found. Install one (e.g. `apt-get install -y "
+                f"default-jre-headless`), {_OPT_IN}; METEOR itself still needs Java and is then reported unavailable")
+    if find_pycocoevalcap_file(_TOKENIZER_JAR) is None:
+        missing = missing_message("pycocoevalcap (its CoreNLP jar)", "metrics", "The official PTB tokenizer")
+        return f"{missing}; {_OPT_IN}"
+    return None
+
+
 def ptb_tokenize_java(lines: Sequence[str], timeout: float = 600.0) -> list[str]:
     """COCO-style PTB tokenization with the official CoreNLP 3.4.1 jar (requires Java and ``pycocoevalcap``)."""
-    java = java_available()
-    jar = find_pycocoevalcap_file(_TOKENIZER_JAR)
-    if java is None or jar is None:
-        missing = "a Java runtime (`java` on PATH)" if java is None else "the pycocoevalcap package (its CoreNLP jar)"
-        raise TokenizerUnavailableError(f"the official PTB tokenizer needs {missing}")
+    problem = java_tokenizer_problem()
+    if problem is not None:
+        raise TokenizerUnavailableError(problem)
+    java, jar = java_available(), find_pycocoevalcap_file(_TOKENIZER_JAR)
+    assert java is not None and jar is not None
     if not lines:
         return []
     text = "\n".join(_INNER_NEWLINES.sub(" ", line) for line in lines)
@@ -431,18 +460,27 @@ def ptb_tokenize_java(lines: Sequence[str], timeout: float = 600.0) -> list[str]
     return [" ".join(w for w in line.rstrip().split(" ") if w and w not in COCO_PUNCTUATION) for line in out_lines[: len(lines)]]
 
 
-def resolve_backend(backend: str) -> str:
-    """Map ``"auto"`` to ``"java"`` when Java and the jar are present, else ``"python"``; validate the name."""
-    if backend not in {"auto", "java", "python"}:
-        raise ValueError(f"tokenizer backend must be 'auto', 'java' or 'python', not {backend!r}")
-    if backend == "auto":
-        return "java" if java_available() and find_pycocoevalcap_file(_TOKENIZER_JAR) else "python"
+def resolve_backend(backend: str | None = None) -> str:
+    """The back-end to use: ``backend``, else ``$PEFTLAB_PTB_TOKENIZER``, else ``"java"``.
+
+    ``"java"`` is checked here, so that a scorer fails before any work when the jar cannot run
+    (:class:`TokenizerUnavailableError` naming the ``"python"`` opt-in); nothing falls back silently.
+    """
+    source = "tokenizer"
+    if backend is None:
+        backend, source = os.environ.get(TOKENIZER_ENV) or "java", TOKENIZER_ENV
+    if backend not in BACKENDS:
+        hint = " ('auto' is gone: the Python port is opt-in, never a silent fallback)" if backend == "auto" else ""
+        raise ConfigError(f"{source} must be 'java' or 'python', not {backend!r}{hint}")
+    if backend == "java":
+        problem = java_tokenizer_problem()
+        if problem is not None:
+            raise TokenizerUnavailableError(problem)
     return backend
 
 
-def coco_tokenize(lines: Sequence[str], backend: str = "auto") -> list[str]:
-    """Tokenize captions the way the COCO caption scorer does (see the module docstring for back-ends)."""
-    resolved = resolve_backend(backend)
-    if resolved == "java":
+def coco_tokenize(lines: Sequence[str], backend: str | None = None) -> list[str]:
+    """Tokenize captions the way the COCO caption scorer does (back-end as :func:`resolve_backend` picks it)."""
+    if resolve_backend(backend) == "java":
         return ptb_tokenize_java(lines)
     return ptb_tokenize_python(lines)

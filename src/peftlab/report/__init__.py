@@ -69,6 +69,9 @@ def write_report(run_dirs: Iterable[str | Path], out_dir: str | Path, group_by: 
     from ..io import writable_dir
 
     out = writable_dir(out_dir, "--out")
+    from .._optional import require
+
+    require("matplotlib", "report", "`peftlab report` (its plots)")  # the clear error, before plots imports it
     from .plots import write_plots  # matplotlib is imported only when plotting
 
     plots = [(title, path.relative_to(out)) for title, path in write_plots(groups, out)]

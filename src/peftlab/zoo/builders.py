@@ -76,6 +76,12 @@ def build_smollm2(context: BuildContext) -> dict[str, Any]:
         from transformers import AutoModelForCausalLM, AutoTokenizer
     except ImportError as err:  # pragma: no cover - dependencies of peftlab
         raise ModelInstallError(f"zoo model '{context.model_name}' needs torch and transformers: {err}") from err
+    from .._optional import missing_message, require
+
+    try:  # transformers reads GGUF files with the optional `gguf` package: check before the long load
+        require("gguf", "zoo", f"zoo model '{context.model_name}' (reading its GGUF file)")
+    except ImportError as err:
+        raise ModelInstallError(str(err)) from err
     progress = context.progress
     gguf_path = context.source_files[SMOLLM2_GGUF_FILE]
     source_dir = str(gguf_path.parent)
@@ -88,8 +94,8 @@ def build_smollm2(context: BuildContext) -> dict[str, Any]:
             ).eval()
         except ImportError as err:
             raise ModelInstallError(
-                f"zoo model '{context.model_name}': reading the GGUF file needs the `gguf` package ({err}). "
-                "Install it with: pip install 'gguf>=0.10'"
+                missing_message("the gguf package", "zoo", f"zoo model '{context.model_name}' (reading its GGUF file)")
+                + f" ({err})"
             ) from err
 
     with progress.step("rebuilding as a plain fp32 model and saving model.safetensors"):
