@@ -144,3 +144,57 @@ def test_base_model_answers_peft_idioms():
     assert not any("lora" in name for name, _ in merged.named_modules())
     twin.base_model.set_adapter("default")
     twin.base_model.unload()
+
+
+def test_full_finetuning_adapter_is_the_model_itself():
+    """What a full fine-tuning "adapter" is comes from its tuner's hooks (PeftModel never asks the method kind)."""
+    from peftlab import AdapterError, FullFinetuneConfig
+
+    base_total = sum(p.numel() for p in make_tiny("bert").parameters())
+    model = get_peft_model(make_tiny("bert"), FullFinetuneConfig())
+    assert model.peft_config["default"].modules_to_save is None  # the head trains as part of the model
+    names = {f"base_model.model.{n}" for n, _ in model.model.named_parameters()}
+    assert set(model.adapter_parameters("default")) == names
+    assert model.base_parameter_count() == base_total and model.get_nb_trainable_parameters()[1] == base_total
+    assert all(p.requires_grad for n, p in model.model.named_parameters() if "embeddings" not in n)
+    with pytest.raises(AdapterError, match="cannot be deleted"):
+        model.delete_adapter("default")
+    for operation in (model.disable_adapter_layers, lambda: model.disable_adapter().__enter__()):
+        with pytest.raises(AdapterError, match="not possible with full fine-tuning"):
+            operation()
+    with pytest.raises(AdapterError, match="cannot share a model"):
+        model.add_adapter("lora", LoraConfig(r=2))
+    lora = get_peft_model(make_tiny("bert"), LoraConfig(r=2))
+    with pytest.raises(AdapterError, match="cannot share a model"):
+        lora.add_adapter("full", FullFinetuneConfig())
+    assert list(lora.peft_config) == ["default"]
+
+
+@dataclass
+class PinnedScaleConfig(OutputScaleConfig):
+    peft_type: ClassVar[str] = "TEST_PINNED_SCALE"
+
+
+@register_method
+class PinnedScaleTuner(OutputScaleTuner):
+    """A third-party method that overrides the tuner hooks: it cannot be deleted and saves no classifier head."""
+
+    config_cls = PinnedScaleConfig
+
+    @classmethod
+    def check_operation(cls, operation: str) -> None:
+        if operation == "delete_adapter":
+            raise peftlab.AdapterError("pinned adapters stay")
+
+    @classmethod
+    def default_modules_to_save(cls, model: nn.Module) -> list[str] | None:
+        return None
+
+
+def test_tuner_hooks_decide_operations_for_third_party_methods():
+    model = get_peft_model(make_tiny("bert"), PinnedScaleConfig())
+    assert model.peft_config["default"].modules_to_save is None
+    with pytest.raises(peftlab.AdapterError, match="pinned adapters stay"):
+        model.delete_adapter("default")
+    with model.disable_adapter():  # the other operations keep their defaults
+        pass

@@ -23,10 +23,16 @@ from .errors import AdapterError, AdapterLoadError, ConfigError, TargetModuleErr
 from .io import WEIGHTS_NAME, read_adapter_weights, write_safetensors
 from .layout import get_layout
 from .registry import get_method
-from .tuners.base import AdapterLayer, ModulesToSaveWrapper, iter_adapter_layers, replace_module, unwrap_layer
+from .tuners.base import (
+    SAVED_KEY_PREFIX,
+    AdapterLayer,
+    ModulesToSaveWrapper,
+    iter_adapter_layers,
+    replace_module,
+    unwrap_layer,
+)
 
-PREFIX = "base_model.model."
-_CLASSIFIER_HEADS = ("classifier", "score")
+PREFIX = SAVED_KEY_PREFIX  # "base_model.model."
 
 
 class TunerHost(nn.Module):
@@ -146,25 +152,21 @@ class PeftModel(nn.Module):
         if not isinstance(peft_config, PeftConfig):
             raise ConfigError(f"peft_config: expected a peftlab config (e.g. LoraConfig), got {type(peft_config).__name__}")
         tuner = get_method(peft_config).tuner_cls
-        if self.peft_config and (tuner.modifies_base_weights
-                                 or any(self._tuner(n).modifies_base_weights for n in self.peft_config)):
-            raise AdapterError("full fine-tuning trains the base weights themselves; it cannot share a model with "
-                               "other adapters")
+        if self.peft_config:  # a second adapter: each method involved must allow sharing the model
+            for method in dict.fromkeys([tuner, *(self._tuner(n) for n in self.peft_config)]):
+                method.check_operation("share")
         model = self.model
         changes: dict[str, Any] = {}
         if peft_config.base_model_name_or_path is None:
             changes["base_model_name_or_path"] = getattr(model.config, "_name_or_path", None) or None
-        if (peft_config.modules_to_save is None and not tuner.modifies_base_weights
-                and type(model).__name__.endswith("ForSequenceClassification")):
-            heads = [h for h in _CLASSIFIER_HEADS if isinstance(getattr(model, h, None), nn.Module)]
-            changes["modules_to_save"] = heads[:1] or None  # a new head must train and be saved with the adapter
+        if peft_config.modules_to_save is None and (heads := tuner.default_modules_to_save(model)) is not None:
+            changes["modules_to_save"] = heads  # e.g. a new classifier head trains and is saved with the adapter
         config = dataclasses.replace(peft_config, **changes) if changes else peft_config
         trainable = (not config.inference_mode) if trainable is None else trainable
         frozen_here: list[tuple[nn.Parameter, bool]] = []
-        if not self.peft_config and not tuner.modifies_base_weights:
+        if not self.peft_config:
             frozen_here = requires_grad_flags(model)
-            for param in model.parameters():
-                param.requires_grad_(False)
+            tuner.freeze_base(model)
         try:
             tuner.inject(model, config, adapter_name, self._layout, trainable)
             self._add_modules_to_save(config, adapter_name, trainable)
@@ -210,8 +212,7 @@ class PeftModel(nn.Module):
 
     def delete_adapter(self, adapter_name: str) -> None:
         self._check_name(adapter_name)
-        if self._tuner(adapter_name).modifies_base_weights:
-            raise AdapterError("a full fine-tuning 'adapter' is the model itself and cannot be deleted")
+        self._tuner(adapter_name).check_operation("delete_adapter")
         self._remove_adapter_layers(adapter_name)
         del self.peft_config[adapter_name]
         if self.active_adapter == adapter_name:
@@ -230,8 +231,8 @@ class PeftModel(nn.Module):
     @contextlib.contextmanager
     def disable_adapter(self) -> Iterator[None]:
         """Within the block the model is exactly the base model; merge state and ``requires_grad`` are restored."""
-        if any(self._tuner(n).modifies_base_weights for n in self.peft_config):
-            raise AdapterError("disable_adapter is not possible with full fine-tuning: the base weights were trained")
+        for name in self.peft_config:
+            self._tuner(name).check_operation("disable_adapter")
         layers = [layer for _, layer in iter_adapter_layers(self.model)]
         merged = {id(layer): list(layer.merged_adapters) for layer in layers}
         for layer in layers:
@@ -249,9 +250,8 @@ class PeftModel(nn.Module):
     def disable_adapter_layers(self) -> None:
         """Turn every adapter layer off until :meth:`enable_adapter_layers` (peft's persistent form of
         :meth:`disable_adapter`); merged adapters are unmerged first."""
-        if any(self._tuner(n).modifies_base_weights for n in self.peft_config):
-            raise AdapterError("disable_adapter_layers is not possible with full fine-tuning: the base weights were "
-                               "trained")
+        for name in self.peft_config:
+            self._tuner(name).check_operation("disable_adapter_layers")
         for _, layer in iter_adapter_layers(self.model):
             if layer.merged:
                 warnings.warn("disable_adapter_layers: unmerging merged adapter weights first", stacklevel=2)
@@ -306,15 +306,10 @@ class PeftModel(nn.Module):
 
     # --- parameters --------------------------------------------------------------------------------------------
     def adapter_parameters(self, adapter_name: str) -> dict[str, nn.Parameter]:
-        """The adapter's own parameters by saved key (structural: from adapter-layer containers)."""
+        """The adapter's parameters by saved key, as its method defines them (``Tuner.adapter_parameters``: the
+        adapter layers' containers, found structurally; every parameter of the model for full fine-tuning)."""
         self._check_name(adapter_name)
-        if self._tuner(adapter_name).modifies_base_weights:
-            return {PREFIX + n: p for n, p in self.model.named_parameters()}
-        params = {}
-        for path, layer in iter_adapter_layers(self.model):
-            for key, param in layer.adapter_parameters(adapter_name):
-                params[f"{PREFIX}{path}.{key}"] = param
-        return params
+        return self._tuner(adapter_name).adapter_parameters(self, adapter_name)
 
     def get_nb_trainable_parameters(self) -> tuple[int, int]:
         """(trainable parameters, all parameters), each shared tensor counted once."""
@@ -327,9 +322,7 @@ class PeftModel(nn.Module):
 
     def base_parameter_count(self) -> int:
         """Parameters of the base model alone (adapter containers and trained head copies excluded)."""
-        adapter_ids = {id(p) for n in self.peft_config for p in self.adapter_parameters(n).values()}
-        if any(self._tuner(n).modifies_base_weights for n in self.peft_config):
-            adapter_ids = set()
+        adapter_ids = {id(p) for n in self.peft_config for p in self._tuner(n).added_parameters(self, n).values()}
         return sum(p.numel() for p in self.parameters() if id(p) not in adapter_ids)
 
     def adapter_summary(self) -> str:
@@ -358,10 +351,7 @@ class PeftModel(nn.Module):
         """The adapter's tensors under their saved keys (``base_model.model.<path>.<param>``, no adapter name)."""
         adapter_name = adapter_name or self.active_adapter
         self._check_name(adapter_name)
-        tuner = self._tuner(adapter_name)
-        if tuner.modifies_base_weights:
-            return {PREFIX + k: v for k, v in tuner.base_state_for_save(self.model).items()}
-        custom = tuner.state_for_save(self, adapter_name)
+        custom = self._tuner(adapter_name).state_for_save(self, adapter_name)
         if custom is not None:
             return custom
         return {k: p.detach() for k, p in self.adapter_parameters(adapter_name).items()}
@@ -371,12 +361,7 @@ class PeftModel(nn.Module):
         """Load tensors (as saved, or gathered elsewhere, e.g. from FSDP) into an existing adapter; strict."""
         adapter_name = adapter_name or self.active_adapter
         self._check_name(adapter_name)
-        if self._tuner(adapter_name).modifies_base_weights:
-            expected = {PREFIX + k: v for k, v in self.model.state_dict(keep_vars=True).items()}
-            required = set(self.get_peft_model_state_dict(adapter_name))
-        else:
-            expected = dict(self.adapter_parameters(adapter_name))
-            required = set(expected)
+        expected, required = self._tuner(adapter_name).load_targets(self, adapter_name)
         missing = sorted(required - set(state_dict))
         unexpected = sorted(set(state_dict) - set(expected))
         if missing or unexpected:
@@ -434,8 +419,7 @@ class PeftModel(nn.Module):
         try:
             peft_model._fill_adapter(adapter_name, model_id, tensors, path)
         except BaseException:
-            if not get_method(config).tuner_cls.modifies_base_weights:
-                peft_model.unload()
+            peft_model.unload()
             restore_requires_grad(flags)  # nothing left behind, requires_grad included
             raise
         return peft_model

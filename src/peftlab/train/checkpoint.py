@@ -29,8 +29,7 @@ def training_state_params(peft_model) -> dict[str, torch.nn.Parameter]:
     under the module-tree name."""
     wanted = {id(p) for p in peft_model.parameters() if p.requires_grad}
     for name in peft_model.peft_config:
-        if not peft_model._tuner(name).modifies_base_weights:
-            wanted.update(id(p) for p in peft_model.adapter_parameters(name).values())
+        wanted.update(id(p) for p in peft_model._tuner(name).added_parameters(peft_model, name).values())
     return {n: p for n, p in peft_model.named_parameters() if id(p) in wanted}
 
 

@@ -7,7 +7,10 @@
   adapter name removed.
   A new adapter's parameters go through :meth:`AdapterLayer.place_adapter`, the one place that decides their
   device (the base layer's), dtype (fp32, :data:`ADAPTER_DTYPE`) and ``requires_grad``.
-* :class:`Tuner` is the per-method strategy: inject layers for a config, describe what it counts.
+* :class:`Tuner` is the per-method strategy: inject layers for a config, describe what it counts, and say what
+  an adapter of the method is inside a ``PeftModel`` (its parameters, what it saves and loads, which operations
+  it allows). The defaults describe adapter layers added to a frozen base model; full fine-tuning, whose
+  "adapter" is the base weights themselves, overrides them, so ``PeftModel`` never asks which kind it has.
 """
 from __future__ import annotations
 
@@ -18,6 +21,11 @@ import torch
 import torch.nn as nn
 
 from ..errors import AdapterError
+
+SAVED_KEY_PREFIX = "base_model.model."
+"""Saved keys and PeftModel parameter names start with this (peft's layout: ``PeftModel.base_model.model``)."""
+CLASSIFIER_HEADS = ("classifier", "score")
+"""Attribute names of a sequence classifier's head in transformers models (BERT-like, GPT-2/Llama-like)."""
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..config import PeftConfig
@@ -203,8 +211,6 @@ class Tuner:
     ``-`` (``KERNEL_MIX`` -> ``kernel-mix``). Not inherited by subclasses."""
     mergeable: ClassVar[bool] = False
     """Whether the method's update can be folded into the base weights."""
-    modifies_base_weights: ClassVar[bool] = False
-    """True for full fine-tuning: the base weights themselves are the adapter (no disable, one adapter only)."""
     supports_compile: ClassVar[bool] = True
     """Whether ``torch.compile`` of the transformer blocks (``run.compile``) computes the same steps as eager mode
     (checked for each shipped method in tests/test_compile.py)."""
@@ -221,10 +227,52 @@ class Tuner:
         """What the trainable-parameter count includes, in a few words (for `adapter_summary`)."""
         return cls.config_cls.__name__
 
+    # --- what an adapter of this method is inside a PeftModel (FullFinetuneTuner overrides these) -------------
     @classmethod
-    def base_state_for_save(cls, model: nn.Module) -> dict[str, torch.Tensor]:
-        """Extra base-model tensors an adapter of this method must save (full fine-tuning saves everything)."""
-        return {}
+    def freeze_base(cls, model: nn.Module) -> None:
+        """Called before the model's first adapter is injected: only adapters train, so every base parameter is
+        frozen (:meth:`inject` sets the new adapter's own ``requires_grad``). Full fine-tuning freezes nothing."""
+        for param in model.parameters():
+            param.requires_grad_(False)
+
+    @classmethod
+    def default_modules_to_save(cls, model: nn.Module) -> list[str] | None:
+        """``modules_to_save`` for a config that leaves it None: a sequence classifier's head (new, so it must
+        train and be saved with the adapter), else None. Full fine-tuning: None (the head is part of the model)."""
+        if not type(model).__name__.endswith("ForSequenceClassification"):
+            return None
+        heads = [name for name in CLASSIFIER_HEADS if isinstance(getattr(model, name, None), nn.Module)]
+        return heads[:1] or None
+
+    @classmethod
+    def check_operation(cls, operation: str) -> None:
+        """Raise AdapterError if ``operation`` is impossible with an adapter of this method: ``"share"`` (the
+        model gets a second adapter; asked of every method involved), ``"delete_adapter"``, ``"disable_adapter"``,
+        ``"disable_adapter_layers"``. Default: all are possible."""
+
+    @classmethod
+    def added_parameters(cls, peft_model, adapter_name: str) -> dict[str, nn.Parameter]:
+        """The parameters the adapter adds to the base model, by saved key: its adapter layers' containers,
+        found structurally (none for full fine-tuning). ``base_parameter_count`` leaves them out; a training
+        checkpoint keeps them even when frozen (Solo's step counter)."""
+        params = {}
+        for path, layer in iter_adapter_layers(peft_model.model):
+            for key, param in layer.adapter_parameters(adapter_name):
+                params[f"{SAVED_KEY_PREFIX}{path}.{key}"] = param
+        return params
+
+    @classmethod
+    def adapter_parameters(cls, peft_model, adapter_name: str) -> dict[str, nn.Parameter]:
+        """The parameters that make up the adapter, by saved key (``PeftModel.adapter_parameters``, counted by
+        ``adapter_summary``). Default: :meth:`added_parameters`; full fine-tuning: every parameter of the model."""
+        return cls.added_parameters(peft_model, adapter_name)
+
+    @classmethod
+    def load_targets(cls, peft_model, adapter_name: str) -> tuple[dict[str, torch.Tensor], set[str]]:
+        """(the tensors a state dict of the adapter may load into, by saved key; the keys it must hold), for
+        ``set_peft_model_state_dict``. Default: the adapter's parameters, every one required."""
+        params = cls.adapter_parameters(peft_model, adapter_name)
+        return dict(params), set(params)
 
     # --- saving/loading hooks (defaults keep the generic behaviour: the file holds the adapter's parameters) -----
     @classmethod

@@ -34,13 +34,13 @@ from safetensors import SafetensorError, safe_open
 from ...errors import AdapterError, AdapterLoadError, ConfigError, UnsupportedModelError
 from ...layout import ResolvedLayout
 from ...registry import register_method
+from ..base import SAVED_KEY_PREFIX as PREFIX
 from ..base import Tuner, iter_adapter_layers
 from .config import PrefixTuningConfig
 from .encoder import build_encoder
 from .layer import CHILD_NAME, PrefixLayer, check_attention_module
 
 REPARAMETERIZATION_NAME = "reparameterization.safetensors"
-PREFIX = "base_model.model."
 
 
 def prefix_layers(model: nn.Module, adapter_name: str) -> list[tuple[str, PrefixLayer]]:
