@@ -102,14 +102,14 @@ def test_extras_in_pyproject() -> None:
     tomllib = pytest.importorskip("tomllib")
     project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     extras = project["optional-dependencies"]
-    assert {"metrics", "zoo", "report", "tracking", "all", "test"} <= set(extras)
+    assert {"metrics", "zoo", "report", "tracking", "trl", "all", "test"} <= set(extras)
     hard = " ".join(project["dependencies"])
     for name in OPTIONAL:
         assert name not in hard, f"{name} must be an extra, not a hard dependency"
     assert not [d for d in project["dependencies"] if "==" in d], "exact pins belong in constraints.txt"
     pins = {line.split("==")[0].lower() for line in (ROOT / "constraints.txt").read_text().splitlines() if "==" in line}
-    for extra in ("metrics", "zoo", "report", "tracking"):
+    for extra in ("metrics", "zoo", "report", "tracking", "trl", "test"):
         for requirement in extras[extra]:
             name = requirement.split(">")[0].split("<")[0].split("=")[0].strip().lower()
             assert name in pins, f"{name} (extra {extra}) has no exact version in constraints.txt"
-    assert set(extras["all"][0].split("[")[1].rstrip("]").split(",")) == {"metrics", "zoo", "report", "tracking"}
+    assert set(extras["all"][0].split("[")[1].rstrip("]").split(",")) == {"metrics", "zoo", "report", "tracking", "trl"}

@@ -112,22 +112,37 @@ class PeftModel(nn.Module):
                 raise
             return getattr(self.base_model.model, name)
 
-    def forward(self, *args, **kwargs):
-        return self.base_model.model(*args, **kwargs)
+    def forward(self, input_ids: torch.Tensor | None = None, *args: Any, attention_mask: torch.Tensor | None = None,
+                labels: torch.Tensor | None = None, token_type_ids: torch.Tensor | None = None,
+                position_ids: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None,
+                **kwargs: Any):
+        """The wrapped model's forward. The usual inputs are named (as in peft's ``PeftModel*.forward``), so
+        ``transformers.Trainer`` keeps those dataset columns; anything else passes through as given."""
+        named = {"attention_mask": attention_mask, "labels": labels, "token_type_ids": token_type_ids,
+                 "position_ids": position_ids, "inputs_embeds": inputs_embeds}
+        kwargs.update({key: value for key, value in named.items() if value is not None})
+        if input_ids is not None or args:
+            return self.base_model.model(input_ids, *args, **kwargs)
+        return self.base_model.model(**kwargs)
 
     def generate(self, *args, **kwargs):
         """``transformers`` ``generate`` on the adapted model (greedy, sampling, beam search, KV cache)."""
         return self.base_model.model.generate(*args, **kwargs)
 
-    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict | None = None) -> None:
-        """Activation checkpointing of the blocks; non-reentrant by default, which needs no input gradients."""
-        kwargs = {"use_reentrant": False} if gradient_checkpointing_kwargs is None else gradient_checkpointing_kwargs
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict | None = None,
+                                      activation_checkpointing_kwargs: dict | None = None, **options: Any) -> None:
+        """Activation checkpointing of the blocks; non-reentrant by default, which needs no input gradients.
+        Takes the options under either name (transformers 5 says ``activation_checkpointing_kwargs``); other options
+        (``every_n_layers``, ``offload``) go to the wrapped model's own method."""
+        given = activation_checkpointing_kwargs if gradient_checkpointing_kwargs is None \
+            else gradient_checkpointing_kwargs
+        kwargs = {"use_reentrant": False} if given is None else given
         if kwargs.get("use_reentrant", True):
             self.model.enable_input_require_grads()  # reentrant checkpointing drops grads of frozen-input blocks
         if hasattr(self.model, "activation_checkpointing_enable"):  # transformers >= 5.x name
-            self.model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+            self.model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs, **options)
         else:
-            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs, **options)
         if not kwargs.get("use_reentrant", True):
             # transformers makes the embeddings require grad either way; non-reentrant checkpointing does not need
             # it, and without it backward stops at the lowest trainable block (Solo's top-only skips stay cheap)
