@@ -35,9 +35,13 @@ def _plan(args: argparse.Namespace) -> int:
     for item in planned:
         if args.all or item.status != "done":
             reason = f"  ({item.reason})" if item.reason else ""
-            print(f"{item.status:8s} {item.spec.key}{reason}")
+            print(f"{item.status:10s} {item.spec.key}{reason}")
     counts = Counter(item.status for item in planned)
-    print("[bench] " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) + f" of {len(planned)} runs")
+    shown = {status: f"{n} {status}" for status, n in counts.items()}
+    undecided = sum(1 for item in planned if item.conditional)
+    if undecided:
+        shown["waiting"] += f" ({undecided} of them lr-grid extensions, run only if the best lr lands on a grid edge)"
+    print("[bench] " + ", ".join(shown[s] for s in sorted(shown)) + f" of {len(planned)} runs")
     return 0
 
 
@@ -82,7 +86,8 @@ def register_cli(subparsers) -> None:
     quality = kinds.add_parser("quality", help="the resumable quality suite (benchmarks/quality/suite.yaml)")
     actions = quality.add_subparsers(dest="bench_action", metavar="ACTION")
 
-    plan = actions.add_parser("plan", help="list each run's status (done/stale/partial/missing/waiting)")
+    plan = actions.add_parser("plan", help="list each run's status (done/stale/partial/missing/waiting, and "
+                                           "'not needed' for an lr-grid extension run the grid does not call for)")
     _common(plan)
     plan.add_argument("--all", action="store_true", help="also list the runs that are done")
     plan.set_defaults(func=_plan)

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .results import latest_by_key, read_results
-from .runner import PlannedRun, choose_lr, plan, selection_score
-from .suite import RunSpec, Suite
+from .runner import NOT_NEEDED, PlannedRun, choose_lr, extension_states, plan, selection_score
+from .suite import RunSpec, Suite, extension_values
 from .verdicts import (PREFIX_VARIANTS, RULES, Results, Stat, all_verdicts, convergence_steps, curve, fmt, headline,
                        metric_names, seed_method_losses, spread, stat, sub)
 
@@ -34,8 +34,8 @@ DIFFERENCES = [
     "BERT-base), so absolute numbers are not comparable with the papers' tables, only the comparisons between arms.",
     "Budget: a fixed number of optimizer steps (1000 × batch 8 on e2e-mini, 19% of an epoch) instead of 5 epochs.",
     "Decoding: greedy instead of beam search with beam 10 (and no length penalty or n-gram blocking tuning).",
-    "Learning rates: one lr per method, chosen on dev loss / dev score from a short 3-point grid (×1/3, ×1, ×3 the "
-    "recipe lr) at a short budget, instead of each paper's tuned values.",
+    "Learning rates: one lr per method, chosen on dev loss / dev score from a short grid at a short budget "
+    "({lr_grids}), instead of each paper's tuned values.",
     "Hardware: CPU training in bf16 on 2 cores, not GPUs in fp32/fp16.",
     "Prefix-length study on MRPC only (one GLUE task), not on every task and not on E2E.",
     "Methods reconstructed where the papers' text or code is unavailable (Solo Connection, the gated residual "
@@ -81,7 +81,10 @@ def render_benchmarks_doc(suite: Suite, lines: list[dict[str, Any]], planned: li
           "peftlab bench quality docs    # rewrite this page and its plots", "```", ""]
     md += _status(suite, res, planned, lines, latest, current)
     md += _verdicts(res)
-    md += ["## Differences from the papers' protocols", ""] + [f"- {d}" for d in DIFFERENCES] + [""]
+    grids = "; ".join(f"{n}: {_grid_words(p)}" for n, p in suite.protocols.items()
+                      if (p or {}).get("lr_grid") or (p or {}).get("lr_grid_factors")) or "no lr grid in this suite"
+    md += ["## Differences from the papers' protocols", ""] + [f"- {d.replace('{lr_grids}', grids)}"
+                                                              for d in DIFFERENCES] + [""]
     for name in suite.protocols:
         md += _protocol_section(suite, res, name)
     md += ["## Plots", ""]
@@ -118,6 +121,18 @@ def _lr(value: float | None) -> str:
     return "—" if value is None else f"{value:g}"
 
 
+def _grid_words(raw: dict[str, Any]) -> str:
+    """``×0.333, ×1, ×3 the recipe lr, + up to 2 lrs beyond an edge the best lands on`` for a grid protocol."""
+    factors = raw.get("lr_grid_factors")
+    values = sorted(factors or raw.get("lr_grid") or [])
+    text = ", ".join(f"×{v:g}" for v in values) + " the recipe lr" if factors else \
+        "lr " + ", ".join(f"{v:g}" for v in values)
+    extend = int(raw.get("lr_grid_extend") or 0)
+    if extend:
+        text += f", + up to {extend} lr(s) beyond an edge the best lands on"
+    return text
+
+
 # ------------------------------------------------------------------------------------------------------------ status
 def _status(suite: Suite, res: Results, planned: list[PlannedRun], lines: list[dict[str, Any]],
             latest: dict[str, Any], current: dict[str, Any]) -> list[str]:
@@ -129,7 +144,9 @@ def _status(suite: Suite, res: Results, planned: list[PlannedRun], lines: list[d
                 done_seconds.setdefault(key, []).append(float(seconds))
     rows, complete, incomplete = [], [], []
     for name in suite.protocols:
-        items = [p for p in planned if p.spec.protocol == name]
+        # lr-grid extension runs count once needed; "not needed" ones never, undecided ones as "up to" a number
+        items = [p for p in planned if p.spec.protocol == name and p.status != NOT_NEEDED and not p.conditional]
+        possible = _possible_extensions([p for p in planned if p.spec.protocol == name and p.conditional])
         counts = Counter(p.status for p in items)
         recorded = sum(float(r.get("train_seconds") or 0) for r in current.values() if r["protocol"] == name
                        and isinstance(r.get("train_seconds"), (int, float)))
@@ -146,8 +163,10 @@ def _status(suite: Suite, res: Results, planned: list[PlannedRun], lines: list[d
         if unknown:
             left += (" + " if left else "unknown: ") + f"{unknown} run(s) with no done run of their arm or " \
                                                       "protocol to estimate from"
+        if possible:
+            left += f"; + up to {possible} lr-grid extension run(s), if best lrs land on a grid edge"
         rows.append([name, str(len(items))] + [str(counts.get(s, 0)) for s in STATUSES] + [_seconds(recorded), left])
-        if items and counts.get("done", 0) == len(items):
+        if items and counts.get("done", 0) == len(items) and not possible:
             complete.append(name)
         else:
             incomplete.append(f"{name} ({counts.get('done', 0)} of {len(items)} done)")
@@ -157,11 +176,21 @@ def _status(suite: Suite, res: Results, planned: list[PlannedRun], lines: list[d
     md.append("")
     stale = sum(1 for p in planned if p.status == "stale")
     md.append(f"The remaining compute is an estimate: the mean train time of the done runs of the same arm in the "
-              f"same protocol (else of the protocol). {len(lines)} result line(s) read: {len(current)} current, "
+              f"same protocol (else of the protocol). The runs of an lr grid with lr_grid_extend count its extension "
+              f"runs once they are needed; the ones not needed are not counted, and the ones not decided yet only "
+              f"as \"up to\" (the most that can still run). {len(lines)} result line(s) read: {len(current)} current, "
               f"{len(lines) - len(latest)} superseded by a newer line of the same run, {len(latest) - len(current) - stale} "
               f"ignored (their protocol or arm is no longer in the suite), {stale} stale (made with another recipe "
               f"than the suite's now: left out of the tables and verdicts until re-run with `--rerun-stale`).")
     return md + [""]
+
+
+def _possible_extensions(undecided: list[PlannedRun]) -> int:
+    """The most undecided lr-grid extension runs that can still run: per arm, one side's (only one edge can hold
+    the best lr)."""
+    by_side = Counter((p.spec.base_arm, p.spec.extension_side) for p in undecided)
+    arms = {arm for arm, _ in by_side}
+    return sum(max(by_side.get((arm, side), 0) for side in ("up", "down")) for arm in arms)
 
 
 # ---------------------------------------------------------------------------------------------------------- verdicts
@@ -226,34 +255,73 @@ def _arm_table(res: Results, protocol: str, task: str) -> list[str]:
 def _lr_grid_table(suite: Suite, res: Results, protocol: str) -> list[str]:
     raw = suite.protocols[protocol]
     factors = raw.get("lr_grid_factors")
-    positions = sorted(factors) if factors else sorted(raw.get("lr_grid") or [])
+    values = list(factors or raw.get("lr_grid") or [])
+    positions = sorted(values)
+    extend = int(raw.get("lr_grid_extend") or 0)
+    beyond = {(side, k): v for side, k, v in extension_values(values, extend)}  # the factor (or lr) of each column
     e2e = raw.get("task") == "e2e"
-    specs = [s for s in suite.runs if s.protocol == protocol]
+    specs = [s for s in suite.runs if s.protocol == protocol and s.lr is not None]
     current = res.records
-    rows = []
+    columns: list[tuple[str | None, int]] = [("down", k) for k in range(extend, 0, -1)] + \
+        [(None, i) for i in range(len(positions))] + [("up", k) for k in range(1, extend + 1)]
+    shown: set[tuple[str | None, int]] = {c for c in columns if c[0] is None}
+    cells_of: list[tuple[str, dict[tuple[str | None, int], str], str]] = []
     for base in dict.fromkeys(s.base_arm for s in specs):
-        lrs = sorted({float(s.lr) for s in specs if s.base_arm == base and s.lr is not None})
+        own = [s for s in specs if s.base_arm == base]
         probe = RunSpec("", "", "", 0, "", lr_from=protocol, lr_arm=base)
         chosen, why = choose_lr(probe, suite, current)
-        cells = []
-        for lr in lrs:
-            scores = [selection_score(current[s.key]) for s in specs
-                      if s.base_arm == base and s.lr == lr and s.key in current]
+
+        def scored(lr: float) -> str:
+            scores = [selection_score(current[s.key]) for s in own if s.lr == lr and s.key in current]
             value = stat(-x if e2e and x is not None else x for x in scores)
             cell = f"{lr:g}: {value.text(with_n=False)}"
-            cells.append(f"**{cell}**" if chosen is not None and lr == chosen else cell)
-        edge = chosen is not None and len(lrs) > 1 and chosen in (lrs[0], lrs[-1])
+            return f"**{cell}**" if chosen is not None and lr == chosen else cell
+
+        lrs = sorted({float(s.lr) for s in own if not s.grid_extension})
+        cells: dict[tuple[str | None, int], str] = {(None, i): scored(lr) for i, lr in enumerate(lrs)}
+        ran, used = list(lrs), Counter()
+        for column, state in extension_states(suite, protocol, base, current).items():
+            if state.state == "needed":
+                ran.append(float(state.lr))
+                used[column[0]] += 1
+                cells[column] = scored(float(state.lr)) if any(s.key in current for s in state.runs) \
+                    else f"{state.lr:g}: to run"
+            cells.setdefault(column, "?" if state.state == "waiting" else "—")
+            if state.state != NOT_NEEDED:
+                shown.add(column)
+        # an edge of everything that ran, with no extension left on that side: a value beyond might be better still
+        edge = chosen is not None and len(ran) > 1 and any(
+            chosen == at and used[side] >= extend for side, at in (("up", max(ran)), ("down", min(ran))))
         last = (_lr(chosen) + (" (grid edge)" if edge else "")) if chosen is not None else why
-        rows.append([base] + cells + [""] * (len(positions) - len(cells)) + [last])
-    header = ["arm"] + [f"lr × {p:g}" if factors else f"lr {p:g}" for p in positions] + ["chosen lr"]
+        cells_of.append((base, cells, last))
+    columns = [c for c in columns if c in shown]
+
+    def title(column: tuple[str | None, int]) -> str:
+        side, index = column
+        value = positions[index] if side is None else beyond[column]
+        return (f"lr × {value:g}" if factors else f"lr {value:g}") + ("" if side is None else " (ext)")
+
+    header = ["arm"] + [title(c) for c in columns] + ["chosen lr"]
+    rows = [[base] + [cells.get(c, "") for c in columns] + [last] for base, cells, last in cells_of]
     users = [n for n, p in suite.protocols.items() if (p or {}).get("lr_from") == protocol]
     what = "best dev loss (lower is better)" if e2e else "best dev score (higher is better)"
-    return _table(header, rows) + [
-        f"Each cell: lr: {what}, mean over seeds. **Bold**: the chosen lr, the best mean dev score (ties: the "
-        f"smaller lr), chosen only when every grid run of the arm is done; it is the lr that "
-        f"{', '.join(users) or 'no protocol'} used for that arm. \"grid edge\": the best value is the grid's smallest "
-        f"or largest, so a value beyond it might be better still (the grid is the same 3 points for every method).",
-        ""]
+    note = (f"Each cell: lr: {what}, mean over seeds. The grid is the same procedure for every method: "
+            f"{_grid_words(raw)}")
+    if extend:
+        ordered = sorted(set(float(v) for v in values))
+        note += (f". The extension rule (lr_grid_extend: {extend}): once every grid run of an arm is done and its "
+                 f"best lr is the largest (smallest) one run, one more lr runs beyond it, "
+                 f"× {ordered[-1] / ordered[-2]:.3g} (÷ {ordered[1] / ordered[0]:.3g}: the ratio of the two "
+                 f"outermost grid values on that side), up to {extend} per side, each only while the newest point is still the "
+                 f"best. (ext) columns: those lrs; \"—\": not needed, \"?\": decided once the runs before it are "
+                 f"done, \"to run\": needed, not run yet")
+    note += (f". **Bold**: the chosen lr, the best mean dev score among the grid"
+             f"{' and its needed extensions' if extend else ''} (ties: the smaller lr), chosen only when all of "
+             f"them are done; it is the lr that {', '.join(users) or 'no protocol'} used for that arm. \"grid edge\": "
+             f"the chosen lr is the smallest or largest that ran"
+             f"{f' and no extension is left on that side ({extend} per side)' if extend else ''}, so a value beyond "
+             f"it might be better still.")
+    return _table(header, rows) + [note, ""]
 
 
 def _prefix_table(res: Results, protocol: str, task: str) -> list[str]:

@@ -79,6 +79,8 @@ def harvest(spec: RunSpec, run_dir: Path, recipe: dict[str, Any]) -> dict[str, A
     meta_path = run_dir / "meta.json"
     meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.exists() else {}
     config = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+    extension = {"grid_extension": spec.grid_extension, "grid_extension_side": spec.extension_side} \
+        if spec.grid_extension else {}
     return {
         "protocol": spec.protocol, "task": spec.task, "arm": spec.arm, "base_arm": spec.base_arm,
         "method": spec.method, "seed": spec.seed,
@@ -87,7 +89,7 @@ def harvest(spec: RunSpec, run_dir: Path, recipe: dict[str, Any]) -> dict[str, A
         "total_params": metrics_all.get("total_params"),
         "steps": metrics_all.get("steps"), "best_step": metrics_all.get("best_step"),
         "n_inputs": n_inputs, "prefix_length": spec.prefix_length,
-        "lr": (config.get("optim") or {}).get("lr"), "lr_grid_value": spec.lr,
+        "lr": (config.get("optim") or {}).get("lr"), "lr_grid_value": spec.lr, **extension,
         "metrics": metrics, "dev": best, "selection": selection,
         "train_seconds": metrics_all.get("train_seconds"), "tokens_per_second": metrics_all.get("tokens_per_second"),
         "peak_memory_mb": metrics_all.get("peak_memory_mb"), "compile": spec.compile,

@@ -4,7 +4,8 @@ rewritten.
 Keys of a line (others allowed): ``protocol``, ``task``, ``arm``, ``method``, ``seed``, ``trainable_params``,
 ``stored_params``, ``steps``, ``n_inputs``, ``prefix_length``, ``metrics``, ``dev``, ``train_seconds``,
 ``peak_memory_mb``, ``recipe``, ``git_revision``; and from the run's log ``curves`` (``loss``, ``dev``, ``solo_t``,
-``gate`` as [step, value] pairs), ``best_step``, ``lr``, ``selection`` (the best dev score, higher is better).
+``gate`` as [step, value] pairs), ``best_step``, ``lr``, ``selection`` (the best dev score, higher is better); an
+lr-grid extension run (``lr_grid_extend``) also has ``grid_extension`` (k) and ``grid_extension_side`` (up | down).
 A later line with the same (protocol, task, arm, seed) supersedes an earlier one (a deliberate re-run).
 """
 from __future__ import annotations

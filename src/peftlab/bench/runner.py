@@ -4,6 +4,11 @@ Each run is an ordinary run folder (``RUNS/<protocol>/<task>/<arm>/seed<k>``) tr
 (``python -m peftlab.cli train --recipe ...``), so a killed runner loses at most the steps since the run's last
 checkpoint: the next invocation resumes the folder (``--resume``), or only harvests it when it already finished.
 A run is counted once: its key (protocol, task, arm, seed) is looked up in the results file first.
+
+An lr grid with ``lr_grid_extend: N`` has conditional runs beyond its edges (see :mod:`.suite`): each is needed
+(the grid so far is done and its best lr is the newest point on that side), not needed (skipped, not missing), or
+waiting (the points before it are not all done); :func:`extension_states` decides, :func:`choose_lr` waits for the
+needed ones, and :func:`run_suite` re-plans after every run, so a needed extension trains in the same invocation.
 """
 from __future__ import annotations
 
@@ -15,7 +20,7 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -29,12 +34,31 @@ IGNORED_RECIPE_FIELDS = (("run", "output_dir"), ("data", "data_dir"))
 """Recipe fields that may differ between machines without making a result stale."""
 
 
+NOT_NEEDED = "not needed"
+"""The plan status of a conditional lr-grid extension run that the grid's results do not call for."""
+
+
 @dataclass
 class PlannedRun:
     spec: RunSpec
-    status: str  # done | stale | partial | missing | waiting
+    status: str  # done | stale | partial | missing | waiting | not needed
     reason: str = ""
     record: dict[str, Any] | None = None
+
+    @property
+    def conditional(self) -> bool:
+        """A grid extension run whose need is not decided yet (waiting for the grid points before it)."""
+        return bool(self.spec.grid_extension) and self.status == "waiting"
+
+
+@dataclass
+class ExtensionState:
+    """Whether the conditional lr-grid runs of one (side, k) of an arm are needed."""
+
+    state: str  # needed | not needed | waiting
+    reason: str
+    lr: float | None = None
+    runs: list[RunSpec] = field(default_factory=list)
 
 
 def comparable_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
@@ -50,19 +74,85 @@ def selection_score(record: dict[str, Any]) -> float | None:
     return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
+def _mean_scores(runs: Sequence[RunSpec], results: dict[str, dict[str, Any]]) -> dict[float, float]:
+    """{lr: mean best dev score over the runs of that lr} (a run without a score counts as -inf)."""
+    by_lr: dict[float, list[float]] = {}
+    for run in runs:
+        score = selection_score(results[run.key])
+        by_lr.setdefault(float(run.lr), []).append(score if score is not None else -math.inf)
+    return {lr: statistics.fmean(values) for lr, values in by_lr.items()}
+
+
+def _best_lr(means: dict[float, float]) -> float:
+    """The lr of the best mean score; ties: the smaller lr."""
+    return max(sorted(means), key=lambda lr: means[lr])
+
+
+def extension_states(suite: Suite, protocol: str, base_arm: str, results: dict[str, dict[str, Any]]
+                     ) -> dict[tuple[str, int], ExtensionState]:
+    """{(side, k): state} of arm ``base_arm``'s conditional runs beyond its lr grid's edges (empty without
+    ``lr_grid_extend``). The points of (side, k) are the grid and the needed extensions 1..k-1 of that side, over
+    every task and seed of the arm: waiting until they are all done; then needed if their best mean dev score
+    (ties: the smaller lr) is the outermost of them on that side, else not needed (and so is every later k)."""
+    runs = [run for run in suite.protocol_runs(protocol) if run.base_arm == base_arm and run.lr is not None]
+    extensions: dict[tuple[str, int], list[RunSpec]] = {}
+    for run in runs:
+        if run.grid_extension:
+            extensions.setdefault((str(run.extension_side), run.grid_extension), []).append(run)
+    states: dict[tuple[str, int], ExtensionState] = {}
+    if not extensions:
+        return states
+    grid = [run for run in runs if not run.grid_extension]
+    missing = [run for run in grid if run.key not in results]
+    for side in ("up", "down"):
+        points = list(grid)
+        blocked = f"waiting for {len(missing)} grid run(s) of arm {base_arm}" if missing else ""
+        skipped = ""
+        ks = sorted(k for s, k in extensions if s == side)
+        for k in ks:
+            own = extensions[(side, k)]
+            lr = float(own[0].lr)
+            if blocked or skipped:
+                states[(side, k)] = ExtensionState("waiting" if blocked else NOT_NEEDED, blocked or skipped, lr, own)
+                continue
+            means = _mean_scores(points, results)
+            best = _best_lr(means)
+            edge = max(means) if side == "up" else min(means)
+            most = "largest" if side == "up" else "smallest"
+            if best != edge:
+                skipped = f"the best lr {best:g} is not the {most} run ({edge:g})"
+                states[(side, k)] = ExtensionState(NOT_NEEDED, skipped, lr, own)
+                continue
+            where = "above" if side == "up" else "below"
+            states[(side, k)] = ExtensionState("needed", f"needed, extension {k} of {len(ks)} {where} the grid: the "
+                                                         f"best lr {best:g} is the {most} run", lr, own)
+            points += own
+            not_done = [run for run in own if run.key not in results]
+            if not_done:
+                blocked = f"waiting for extension {k} ({lr:g}) of arm {base_arm}"
+    return states
+
+
 def choose_lr(spec: RunSpec, suite: Suite, results: dict[str, dict[str, Any]]) -> tuple[float | None, str]:
-    """The lr the grid protocol ``spec.lr_from`` chose for arm ``spec.lr_arm``: the grid value with the best mean
-    dev score over its seeds (ties: the smaller lr). None (and why) until every grid run of that arm is done."""
-    grid = [run for run in suite.protocol_runs(spec.lr_from or "") if run.base_arm == spec.lr_arm]
+    """The lr the grid protocol ``spec.lr_from`` chose for arm ``spec.lr_arm``: the value with the best mean dev
+    score over its runs (ties: the smaller lr), among the grid and its needed extensions (:func:`extension_states`).
+    None (and why) until every grid run of that arm, and every needed extension run, is done."""
+    runs = [run for run in suite.protocol_runs(spec.lr_from or "") if run.base_arm == spec.lr_arm]
+    grid = [run for run in runs if not run.grid_extension]
     missing = [run.key for run in grid if run.key not in results]
     if missing:
         return None, f"waiting for {len(missing)} run(s) of {spec.lr_from} (arm {spec.lr_arm})"
-    by_lr: dict[float, list[float]] = {}
-    for run in grid:
-        score = selection_score(results[run.key])
-        by_lr.setdefault(float(run.lr), []).append(score if score is not None else -math.inf)
-    best = max(sorted(by_lr), key=lambda lr: statistics.fmean(by_lr[lr]))
-    return best, f"lr {best:g} from {spec.lr_from} ({len(by_lr)} values, mean best dev score)"
+    states = extension_states(suite, spec.lr_from or "", spec.lr_arm or "", results)
+    needed = [run for state in states.values() if state.state == "needed" for run in state.runs]
+    missing = [run for run in needed if run.key not in results]
+    if missing:
+        arms = ", ".join(dict.fromkeys(run.arm for run in missing))
+        return None, (f"waiting for {len(missing)} lr-grid extension run(s) of {spec.lr_from} ({arms}: the best lr "
+                      f"is at a grid edge)")
+    means = _mean_scores(grid + needed, results)
+    best = _best_lr(means)
+    extra = f", {len({run.lr for run in needed})} beyond the grid" if needed else ""
+    return best, f"lr {best:g} from {spec.lr_from} ({len(means)} values{extra}, mean best dev score)"
 
 
 def resolved_recipe(spec: RunSpec, suite: Suite, results: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
@@ -79,9 +169,12 @@ def resolved_recipe(spec: RunSpec, suite: Suite, results: dict[str, dict[str, An
 def plan(suite: Suite, results_path: Path, runs_dir: Path, select: Callable[[RunSpec], bool] = lambda s: True
          ) -> list[PlannedRun]:
     """The status of every selected run: done (a current result line), stale (a result line from another recipe),
-    partial (a run folder without final metrics), missing, or waiting (its lr needs grid runs not done yet)."""
+    partial (a run folder without final metrics), missing, or waiting (its lr needs grid runs not done yet); an
+    lr-grid extension run is "not needed", waiting (undecided), or else one of the above (its reason says why
+    it is needed)."""
     results = latest_by_key(read_results(results_path))
     planned: list[PlannedRun] = []
+    extension_cache: dict[tuple[str, str], dict[tuple[str, int], ExtensionState]] = {}
     for spec in suite.runs:
         if not select(spec):
             continue
@@ -89,6 +182,17 @@ def plan(suite: Suite, results_path: Path, runs_dir: Path, select: Callable[[Run
         if spec.baseline:
             planned.append(PlannedRun(spec, "done" if record else "missing", record=record))
             continue
+        why = ""
+        if spec.grid_extension:
+            cell = (spec.protocol, spec.base_arm)
+            if cell not in extension_cache:
+                extension_cache[cell] = extension_states(suite, spec.protocol, spec.base_arm, results)
+            state = extension_cache[cell][(str(spec.extension_side), spec.grid_extension)]
+            if state.state != "needed":
+                planned.append(PlannedRun(spec, "waiting" if state.state == "waiting" else NOT_NEEDED, state.reason,
+                                          record))
+                continue
+            why = state.reason
         recipe = resolved_recipe(spec, suite, results)
         if recipe is None:
             planned.append(PlannedRun(spec, "waiting", choose_lr(spec, suite, results)[1], record))
@@ -102,7 +206,7 @@ def plan(suite: Suite, results_path: Path, runs_dir: Path, select: Callable[[Run
             continue
         run_dir = spec.run_dir(runs_dir)
         status = "partial" if (run_dir / "config.yaml").exists() else "missing"
-        planned.append(PlannedRun(spec, status))
+        planned.append(PlannedRun(spec, status, why))
     return planned
 
 

@@ -14,6 +14,7 @@ A suite file (``benchmarks/quality/suite.yaml``) is a YAML mapping::
         overrides: {run.bf16: true}  # dotted recipe keys, applied to every arm
         lr_grid: [3.0e-4, 1.0e-3]    # optional: every arm becomes ARM@lr=X (one run per value)
         lr_grid_factors: [0.333, 1, 3]  # optional, instead: X = factor * the arm's recipe lr (same grid size)
+        lr_grid_extend: 2            # optional (default 0): up to 2 more lrs beyond an edge the best lr lands on
         lr_from: lr-grid-e2e         # optional: every arm's optim.lr is the value that protocol's grid chose
         prefix_lengths: [5, 10]      # optional: every arm becomes ARM@L with method_args.num_virtual_tokens = L
         arms:
@@ -25,6 +26,13 @@ A suite file (``benchmarks/quality/suite.yaml``) is a YAML mapping::
             lr_arm: lora             # the lr_from protocol's arm whose choice applies (default: the arm's name)
           template:
             baseline: template_full  # not trained: the official scores of a fixed hypothesis file (E2E)
+
+``lr_grid_extend: N`` makes the grid adaptive and the same procedure for every arm: once every grid run of an arm
+(every task and seed) is done and the best mean dev score is at the grid's largest (smallest) lr, one more lr beyond
+that edge runs, ``edge * r`` (``edge / r``) with ``r`` the ratio of the two outermost grid values on that side
+(``[0.333, 1, 3, 9]``: x27 above, x0.111 below), rounded to 3 significant digits like the grid; again, up to N times
+per side, each time only while the newest point is still the best. These conditional runs are expanded up front
+(:attr:`RunSpec.grid_extension`, :attr:`RunSpec.extension_side`); the runner decides which are needed.
 
 Each arm starts from the shipped recipe ``<task>/<model>/<method>`` (``peftlab recipes ls``; built-in defaults if
 there is none). Everything is checked before anything runs: unknown keys, unknown methods, recipe keys and method fields
@@ -46,7 +54,7 @@ from ..train.tasks import TASK_TYPES
 
 SUITE_KEYS = {"version", "description", "protocols"}
 PROTOCOL_KEYS = {"task", "model", "glue_tasks", "seeds", "steps", "compile", "overrides", "lr_grid",
-                 "lr_grid_factors", "lr_from",
+                 "lr_grid_factors", "lr_grid_extend", "lr_from",
                  "prefix_lengths", "arms", "description"}
 ARM_KEYS = {"method", "method_args", "overrides", "seeds", "lr_arm", "baseline", "note"}
 BASELINES = {"template_full"}
@@ -65,6 +73,8 @@ class RunSpec:
     recipe: dict[str, Any] = field(default_factory=dict)
     base_arm: str = ""  # the arm before lr-grid / prefix-length expansion
     lr: float | None = None  # the grid value of an lr-grid run
+    grid_extension: int = 0  # k > 0: the k-th conditional lr beyond the grid's edge (lr_grid_extend)
+    extension_side: str | None = None  # "up" (beyond the largest lr) or "down" (beyond the smallest)
     prefix_length: int | None = None
     lr_from: str | None = None  # protocol whose grid sets this run's lr (resolved by the runner)
     lr_arm: str | None = None
@@ -196,6 +206,15 @@ def _expand_protocol(path: Path, name: str, protocol: Any, protocols: dict[str, 
     if lr_grid is not None and factors is not None:
         raise ConfigError(f"{where}: lr_grid and lr_grid_factors exclude each other")
     has_grid = lr_grid is not None or factors is not None
+    extend = protocol.get("lr_grid_extend", 0)
+    if not isinstance(extend, int) or isinstance(extend, bool) or extend < 0:
+        raise ConfigError(f"{where}.lr_grid_extend: expected a number of extra lrs per grid edge (an integer >= 0), "
+                          f"got {extend!r}")
+    if extend and not has_grid:
+        raise ConfigError(f"{where}.lr_grid_extend: only with lr_grid or lr_grid_factors")
+    if extend and len(set(float(v) for v in (lr_grid if lr_grid is not None else factors))) < 2:
+        raise ConfigError(f"{where}.lr_grid_extend: needs a grid of at least 2 different values (the step beyond an "
+                          "edge is the ratio of the two outermost values)")
     lr_from = protocol.get("lr_from")
     if lr_from is not None:
         if lr_from not in protocols or not isinstance(protocols[lr_from], dict) \
@@ -227,18 +246,28 @@ def _expand_protocol(path: Path, name: str, protocol: Any, protocols: dict[str, 
             raise ConfigError(f"{arm_where}.method: give the method name (peftlab methods), got {method!r}")
         for glue_task in tasks:
             recipe = copy.deepcopy(shipped_recipe(task, model, method))
-            variants: list[tuple[str, list[str], float | None, int | None]] = [(str(arm_name), [], None, None)]
-            grid = lr_grid
-            if factors is not None:
-                base_lr = float(apply_overrides(recipe, base_overrides + arm_overrides_of(arm, arm_where)).get("optim", {}).get(
-                    "lr", OptimArgs.lr))
-                grid = [float(f"{base_lr * f:.3g}") for f in factors]
-            if grid:
-                variants = [(f"{n}@lr={lr:g}", o + [f"optim.lr={json.dumps(float(lr))}"], float(lr), pl)
-                            for n, o, _, pl in variants for lr in grid]
+            # (label, overrides, grid lr, prefix length, (extension side, k))
+            variants: list[tuple[str, list[str], float | None, int | None, tuple[str | None, int]]] = [
+                (str(arm_name), [], None, None, (None, 0))]
+            points: list[tuple[float, tuple[str | None, int]]] = []
+            if lr_grid is not None:
+                points = [(float(lr), (None, 0)) for lr in lr_grid]
+                points += [(lr, (side, k)) for side, k, lr in extension_values(lr_grid, extend)]
+            elif factors is not None:
+                base_lr = float(apply_overrides(recipe, base_overrides + arm_overrides_of(arm, arm_where)).get(
+                    "optim", {}).get("lr", OptimArgs.lr))
+                points = [(float(f"{base_lr * f:.3g}"), (None, 0)) for f in factors]
+                points += [(lr, (side, k)) for side, k, lr in extension_values(factors, extend, base_lr)]
+            if points:
+                lrs = [lr for lr, _ in points]
+                if len(set(lrs)) < len(lrs) and extend:
+                    raise ConfigError(f"{where}.lr_grid_extend: an lr beyond the grid's edge rounds to a value the "
+                                      f"grid already has ({', '.join(f'{lr:g}' for lr in lrs)}); spread the grid")
+                variants = [(f"{n}@lr={lr:g}", o + [f"optim.lr={json.dumps(float(lr))}"], float(lr), pl, ext)
+                            for n, o, _, pl, _ in variants for lr, ext in points]
             if lengths:
-                variants = [(f"{n}@{length}", o + [f"method_args.num_virtual_tokens={length}"], lr, length)
-                            for n, o, lr, _ in variants for length in lengths]
+                variants = [(f"{n}@{length}", o + [f"method_args.num_virtual_tokens={length}"], lr, length, ext)
+                            for n, o, lr, _, ext in variants for length in lengths]
             if "method_args" in arm:
                 if not isinstance(arm["method_args"], dict):
                     raise ConfigError(f"{arm_where}.method_args: expected a mapping of the method's fields")
@@ -248,7 +277,7 @@ def _expand_protocol(path: Path, name: str, protocol: Any, protocols: dict[str, 
                 shared.append(f"data.glue_task={glue_task}")
             arm_overrides = arm_overrides_of(arm, arm_where)
             use_compile = _compile_choice(compile_choice, method, recipe, arm_where)
-            for arm_label, extra, lr, length in variants:
+            for arm_label, extra, lr, length, (side, k) in variants:
                 for seed in arm_seeds:
                     overrides = shared + base_overrides + arm_overrides + extra + [f"run.seed={seed}",
                                                                                   f"run.compile={str(use_compile).lower()}"]
@@ -256,6 +285,7 @@ def _expand_protocol(path: Path, name: str, protocol: Any, protocols: dict[str, 
                     _check_recipe(resolved, f"{arm_where} ({arm_label}, seed {seed})")
                     runs.append(RunSpec(name, glue_task if task == "glue" else "e2e", arm_label, seed, method,
                                         resolved, base_arm=str(arm_name), lr=lr, prefix_length=length,
+                                        grid_extension=k, extension_side=side,
                                         lr_from=lr_from, lr_arm=str(arm.get("lr_arm", arm_name)) if lr_from else None,
                                         compile=use_compile, note=str(arm.get("note", ""))))
     if lr_from:
@@ -267,6 +297,20 @@ def _expand_protocol(path: Path, name: str, protocol: Any, protocols: dict[str, 
                                   f"(arms: {', '.join(sorted(grid_arms))})")
     # seed-major order (stable): a suite cut short has every arm at its first seeds rather than a few arms at all
     return sorted(runs, key=lambda run: run.seed)
+
+
+def extension_values(grid: list[float], extend: int, scale: float = 1.0) -> list[tuple[str, int, float]]:
+    """The conditional lrs beyond a grid's edges: ``(side, k, lr)`` for side "up" then "down", k = 1..extend.
+    The k-th value above is ``top * r**k`` (below: ``bottom / r**k``), r the ratio of the two outermost grid values
+    on that side, times ``scale`` (the recipe lr of a factor grid), rounded to 3 significant digits like the grid."""
+    ordered = sorted({float(v) for v in grid})
+    if extend <= 0 or len(ordered) < 2:
+        return []
+    out = []
+    for side, edge, inner in (("up", ordered[-1], ordered[-2]), ("down", ordered[0], ordered[1])):
+        ratio = edge / inner
+        out += [(side, k, float(f"{scale * edge * ratio ** k:.3g}")) for k in range(1, extend + 1)]
+    return out
 
 
 def arm_overrides_of(arm: dict[str, Any], where: str) -> list[str]:
