@@ -367,9 +367,11 @@ class PeftModel(nn.Module):
         adapter_name = adapter_name or self.active_adapter
         self._check_name(adapter_name)
         custom = self._tuner(adapter_name).state_for_save(self, adapter_name)
-        if custom is not None:
-            return custom
-        return {k: p.detach() for k, p in self.adapter_parameters(adapter_name).items()}
+        if custom is None:
+            custom = {k: p.detach() for k, p in self.adapter_parameters(adapter_name).items()}
+        if any(_is_sharded(t) for t in custom.values()):  # FSDP2: a collective, so every rank must call it
+            custom = {k: t.full_tensor() if _is_sharded(t) else t for k, t in custom.items()}
+        return custom
 
     def set_peft_model_state_dict(self, state_dict: dict[str, torch.Tensor], adapter_name: str | None = None,
                                   source: str = "state dict") -> None:
@@ -394,15 +396,22 @@ class PeftModel(nn.Module):
             for key, tensor in state_dict.items():
                 expected[key].copy_(tensor.to(expected[key].dtype))
 
-    def save_pretrained(self, save_directory: str | Path, selected_adapters: list[str] | None = None) -> None:
+    def save_pretrained(self, save_directory: str | Path, selected_adapters: list[str] | None = None,
+                        is_main_process: bool = True) -> None:
         """Write each adapter as ``adapter_config.json`` + ``adapter_model.safetensors`` (peft's layout): the
-        adapter named "default" at ``save_directory``, others in ``save_directory/<name>``."""
+        adapter named "default" at ``save_directory``, others in ``save_directory/<name>``.
+
+        Under FSDP2 call it on every process (gathering the shards is a collective) with ``is_main_process`` true on
+        one of them (``accelerator.is_main_process``): that one writes."""
         save_directory = Path(save_directory)
         for name in selected_adapters or list(self.peft_config):
             self._check_name(name)
             target = save_directory if name == "default" else save_directory / name
             metadata = {"peftlab_version": __version__, "peft_type": self.peft_config[name].peft_type}
-            write_safetensors(self.get_peft_model_state_dict(name), target / WEIGHTS_NAME, metadata=metadata)
+            state = self.get_peft_model_state_dict(name)
+            if not is_main_process:
+                continue
+            write_safetensors(state, target / WEIGHTS_NAME, metadata=metadata)
             for filename, tensors in self._tuner(name).extra_files_for_save(self, name).items():
                 write_safetensors(tensors, target / filename, metadata=metadata)
             config = dataclasses.replace(self.peft_config[name], inference_mode=True)
@@ -478,6 +487,11 @@ def _read_adapter_folder(model_id: str | Path, is_trainable: bool) -> tuple[Peft
     return dataclasses.replace(config, inference_mode=not is_trainable), tensors, path
 
 
+def _is_sharded(tensor: torch.Tensor) -> bool:
+    """A DTensor shard (FSDP2 / tensor parallel) rather than a whole tensor."""
+    return type(tensor).__name__ == "DTensor" and hasattr(tensor, "full_tensor")
+
+
 def get_peft_model(model: nn.Module, peft_config: PeftConfig, adapter_name: str = "default") -> PeftModel:
     """Wrap ``model`` with a new adapter described by ``peft_config`` (active and trainable)."""
     return PeftModel(model, peft_config, adapter_name)
@@ -486,15 +500,23 @@ def get_peft_model(model: nn.Module, peft_config: PeftConfig, adapter_name: str 
 def get_peft_model_state_dict(model: PeftModel, state_dict: dict | None = None,
                               adapter_name: str = "default") -> dict[str, torch.Tensor]:
     """peft's function form: the adapter's tensors under their saved keys. ``state_dict`` (e.g. gathered from
-    FSDP/ZeRO-3 shards) is filtered to the adapter's keys instead of reading the live parameters."""
-    keys = model.get_peft_model_state_dict(adapter_name)
+    FSDP/ZeRO-3 shards with ``accelerator.get_state_dict(model)``) is filtered to the adapter's keys instead of
+    reading the live parameters; it may be keyed by saved names or by the PeftModel's own parameter names."""
     if state_dict is None:
-        return keys
-    missing = [k for k in keys if k not in state_dict]
+        return model.get_peft_model_state_dict(adapter_name)
+    saved = dict(model.adapter_parameters(adapter_name)) if model._tuner(adapter_name).state_for_save(
+        model, adapter_name) is None else {}
+    if not saved:  # a method with its own save format: the saved names are the only names
+        keys = model.get_peft_model_state_dict(adapter_name)
+        saved_names = {k: k for k in keys}
+    else:
+        own = {id(p): name for name, p in model.named_parameters(remove_duplicate=False)}
+        saved_names = {k: k if k in state_dict else own.get(id(p), k) for k, p in saved.items()}
+    missing = [k for k, name in saved_names.items() if name not in state_dict]
     if missing:
         raise AdapterError(f"the given state dict lacks {len(missing)} keys of adapter {adapter_name!r}, "
                            f"e.g. {missing[:3]}")
-    return {k: state_dict[k] for k in keys}
+    return {k: state_dict[name] for k, name in saved_names.items()}
 
 
 def set_peft_model_state_dict(model: PeftModel, peft_model_state_dict: dict[str, torch.Tensor],

@@ -56,7 +56,7 @@ def advance_homotopy(model: nn.Module, steps: int = 1, adapter_name: str | None 
         assert state.step is not None
         with torch.no_grad():
             state.step.add_(steps)
-        new = int(state.step.item())
+        new = state.step_value()
     return new
 
 
@@ -108,7 +108,7 @@ def unfinished_ramps(model: nn.Module) -> dict[str, float]:
     out: dict[str, float] = {}
     for name, state in solo_states(model).items():
         if state.t_mode in ("schedule", "schedule*learned") and state.step is not None:
-            t = float(state.schedule_factor())
+            t = state.schedule_value()
             if t < 1.0:
                 out[name] = t
     return out
@@ -116,14 +116,14 @@ def unfinished_ramps(model: nn.Module) -> dict[str, float]:
 
 def homotopy_step(model: nn.Module, adapter_name: str | None = None) -> int:
     """The saved step counter of one adapter (default: the active one)."""
-    return int(_selected(model, adapter_name)[0].step.item())  # type: ignore[union-attr]
+    return _selected(model, adapter_name)[0].step_value()
 
 
 def current_t(model: nn.Module, adapter_name: str | None = None) -> dict[str, float]:
     """For logging: ``{"step": s, "t[i->j]": t_ij, ...}`` of one adapter (default: the active one)."""
     state = _selected(model, adapter_name)[0]
     assert state.step is not None
-    out: dict[str, float] = {"step": float(state.step.item())}
+    out: dict[str, float] = {"step": float(state.step_value())}
     with torch.no_grad():
         for pair in state.pairs:
             t = state.t(pair)

@@ -86,8 +86,9 @@ class SoloSite(nn.Module):
         self.step: nn.Parameter | None = None
 
     def add_step_counter(self, device: torch.device | None, start: int) -> nn.Parameter:
-        """The saved homotopy step (an integer, never trained)."""
-        self.step = nn.Parameter(torch.tensor(start, dtype=torch.long, device=device), requires_grad=False)
+        """The saved homotopy step (an integer, never trained). Shape (1,), not a scalar: FSDP2's ``fully_shard``
+        refuses 0-d parameters (adapters saved with a 0-d step still load, see ``SoloTuner.state_for_load``)."""
+        self.step = nn.Parameter(torch.tensor([start], dtype=torch.long, device=device), requires_grad=False)
         return self.step
 
 
@@ -114,12 +115,37 @@ class SoloState:
         wrapped = {max(i, 0) for i in self.sources} | set(self.incoming)
         self.hub = min(wrapped)  # the adapter's lowest wrapped block: its forward starts a new pass
         self.wrapped_blocks = sorted(wrapped)
-        # references to parameters owned by the sites (filled in by the tuner)
+        # the sites that own the adapter's parameters (filled in by the tuner). Parameters are looked up through their
+        # module on every use, never held: FSDP2 (and anything else that re-registers parameters) swaps them.
         self.maps: dict[Pair, SoloMap] = {}
-        self.thetas: dict[Pair, nn.Parameter] = {}
-        self.step: nn.Parameter | None = None
+        self.theta_sites: dict[Pair, tuple[SoloSite, str]] = {}
+        self.step_site: SoloSite | None = None
         # activations of the forward pass in progress: source index -> (..., seq, d)
         self.activations: dict[int, torch.Tensor] = {}
+        self._pass_factors: dict[str, torch.Tensor] | None = None  # t factors read at the hub (begin_forward)
+
+    @property
+    def step(self) -> nn.Parameter | None:
+        """The saved step counter (a long tensor of shape (1,)), owned by the hub block's site."""
+        return None if self.step_site is None else self.step_site.step
+
+    def step_value(self) -> int:
+        """The step counter as a Python int. Under FSDP2 outside a forward the counter is a DTensor shard (empty on
+        every rank but one), so it is gathered first: a collective, like everything a training loop calls on all
+        ranks."""
+        assert self.step is not None
+        step = self.step
+        if type(step).__name__ == "DTensor":
+            step = step.full_tensor()
+        return int(step.reshape(-1)[0])
+
+    def schedule_value(self) -> float:
+        """The schedule's t after the steps so far, as a Python float (no tensor work: safe under FSDP2)."""
+        return min(1.0, self.step_value() / float(self.effective_ramp_steps()))
+
+    def theta(self, pair: Pair) -> nn.Parameter:
+        site, key = self.theta_sites[pair]
+        return site.theta[key]
 
     # --- homotopy ----------------------------------------------------------------------------------------------
     def effective_ramp_steps(self) -> int:
@@ -142,25 +168,47 @@ class SoloState:
         return (step / float(self.effective_ramp_steps())).clamp(max=1.0)
 
     def learned_factor(self, pair: Pair) -> torch.Tensor:
-        theta = self.thetas[pair]
+        theta = self.theta(pair)
         if self.learned_t == "sigmoid":
             return torch.sigmoid(theta)
         return _StraightThroughClamp.apply(theta)
 
     def t(self, pair: Pair, training: bool = False) -> torch.Tensor | float:
         """The homotopy factor t of ``pair`` for the current step / parameters (``training``: the forward of the
-        next optimizer step, see :meth:`schedule_factor`)."""
+        next optimizer step, see :meth:`schedule_factor`). Inside a forward pass, the factors that come from the
+        hub block's site (the schedule's step, a shared theta) are the ones :meth:`begin_forward` read there."""
         if self.t_mode == "constant":
             return self.t_constant
+        pass_cache = self._pass_factors if self._pass_factors is not None else {}
+        schedule = pass_cache.get("schedule")
         if self.t_mode == "schedule":
-            return self.schedule_factor(training)
+            return self.schedule_factor(training) if schedule is None else schedule
+        learned = pass_cache.get(pair)
+        if learned is None:
+            learned = self.learned_factor(pair)
         if self.t_mode == "learned":
-            return self.learned_factor(pair)
-        return self.schedule_factor(training) * self.learned_factor(pair)  # schedule*learned
+            return learned
+        return (self.schedule_factor(training) if schedule is None else schedule) * learned  # schedule*learned
 
     # --- per-forward state -------------------------------------------------------------------------------------
-    def begin_forward(self) -> None:
+    def begin_forward(self, training: bool = False) -> None:
+        """Start a pass (called by the hub block). The hub site's step and shared theta are read here, while the
+        hub's parameters are materialised (under FSDP2 they are sharded again once the hub block's forward ends, and
+        the later blocks that use them must not touch the sharded parameters)."""
         self.activations.clear()
+        self._pass_factors = None
+        factors: dict[object, torch.Tensor] = {}
+        if self.t_mode in ("schedule", "schedule*learned"):
+            factors["schedule"] = self.schedule_factor(training)
+        if self.t_mode in ("learned", "schedule*learned"):
+            for pair, (site, _) in self.theta_sites.items():  # thetas owned by the hub (all of them when shared)
+                if site is self.step_site:
+                    factors[pair] = self.learned_factor(pair)
+        self._pass_factors = factors
+
+    def end_forward(self) -> None:
+        """End of a pass (called by the highest wrapped block): the pass's cached factors are dropped."""
+        self._pass_factors = None
 
     def record(self, source: int, hidden: torch.Tensor) -> None:
         if source in self.sources:
@@ -238,7 +286,7 @@ class SoloBlock(AdapterLayer):
         states = [self.states[name] for name in self.active_adapters]
         for state in states:
             if state.hub == index:
-                state.begin_forward()
+                state.begin_forward(self.training)
             if index == 0 and -1 in state.sources:
                 state.record(-1, self._hidden_input(args, kwargs))
         output = self.base_layer(*args, **kwargs)
@@ -256,6 +304,8 @@ class SoloBlock(AdapterLayer):
                 hidden = hidden + state.skip_sum(index, hidden, self.training).to(hidden.dtype)
             if state.source_after_skips:
                 state.record(index, hidden)
+            if index == state.wrapped_blocks[-1]:
+                state.end_forward()
         return hidden if rest is None else (hidden,) + rest
 
 

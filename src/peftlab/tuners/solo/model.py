@@ -75,17 +75,18 @@ class SoloTuner(Tuner):
                 theta0 = 1.0 if config.learned_t == "clamp" else 6.0
 
             def new_theta(block: int) -> nn.Parameter:
-                return nn.Parameter(torch.full((), theta0, device=devices[block]))
+                return nn.Parameter(torch.full((1,), theta0, device=devices[block]))  # (1,): FSDP2 refuses 0-d
 
             if config.share_t:
                 hub.theta[SHARED_KEY] = new_theta(state.hub)
-                state.thetas = {pair: hub.theta[SHARED_KEY] for pair in state.pairs}
+                state.theta_sites = {pair: (hub, SHARED_KEY) for pair in state.pairs}
             else:
                 for i, j in state.pairs:
                     sites[j].theta[pair_key(i)] = new_theta(j)
-                    state.thetas[(i, j)] = sites[j].theta[pair_key(i)]
+                    state.theta_sites[(i, j)] = (sites[j], pair_key(i))
         start = state.effective_ramp_steps() if (not config.init_weights and config.has_schedule()) else 0
-        state.step = hub.add_step_counter(devices[state.hub], start)
+        hub.add_step_counter(devices[state.hub], start)
+        state.step_site = hub
         for index, site in sites.items():
             layers[index].place_adapter(site, trainable)  # the step counter (an integer) is never trained
 
@@ -99,6 +100,16 @@ class SoloTuner(Tuner):
             parts.append(f"learned t ({'shared' if config.share_t else 'per pair'})")
         parts.append(f"1 step counter (not trained); t={config.t_mode}")
         return " + ".join(parts)
+
+    @classmethod
+    def state_for_load(cls, peft_model, adapter_name: str, directory, tensors, path):
+        """Adapters saved before the step counter and the thetas became shape (1,) (peftlab 0.1.0 wrote them 0-d)
+        load too."""
+        def old_scalar(key: str, tensor) -> bool:
+            return tensor.dim() == 0 and (key.endswith(".solo.step") or ".solo.theta." in key)
+
+        tensors = {k: v.reshape(1) if old_scalar(k, v) else v for k, v in tensors.items()}
+        return tensors, path
 
     @classmethod
     def on_optimizer_step(cls, peft_model, adapter_name: str) -> None:
