@@ -18,6 +18,7 @@ from .errors import (
     TargetModuleError,
     UnsupportedModelError,
 )
+from ._optional import MissingDependencyError
 from .interop import export_to_peft, import_from_peft
 from .layout import ModelLayout, get_layout, register_layout
 from .model import (
@@ -46,6 +47,7 @@ __all__ = [
     "DataError",
     "ModelInstallError",
     "PeftlabError",
+    "MissingDependencyError",
     "TargetModuleError",
     "UnsupportedModelError",
     # models, adapters, state dicts

@@ -342,9 +342,9 @@ def _prefix_table(res: Results, protocol: str, task: str) -> list[str]:
 
 # ------------------------------------------------------------------------------------------------------------- plots
 def _pyplot():
-    import matplotlib
+    from .._optional import require
 
-    matplotlib.use("Agg")
+    require("matplotlib", "report", "the benchmark plots").use("Agg")
     import matplotlib.pyplot as plt
 
     return plt

@@ -69,14 +69,10 @@ def read_gate_log(path: str | Path) -> list[dict]:
 
 def plot_gate_trends(path: str | Path, out_file: str | Path, layers: list[int] | None = None) -> Path:
     """One panel per layer, one curve per prefix token: gate value over training steps. Needs matplotlib."""
-    try:
-        import matplotlib
+    from ..._optional import require
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise ImportError("plot_gate_trends needs matplotlib, an optional dependency: pip install matplotlib") \
-            from None
+    require("matplotlib", "report", "plot_gate_trends").use("Agg")
+    import matplotlib.pyplot as plt
     records = read_gate_log(path)
     if not records:
         raise DataError(f"{path}: no gate records to plot")
