@@ -3,7 +3,9 @@ checkpoint after a NaN, a log cut back to the checkpoint, and SIGKILL at random 
 from __future__ import annotations
 
 import json
+import os
 import random
+import shutil
 import subprocess
 import sys
 import time
@@ -33,8 +35,8 @@ def test_checkpoints_follow_their_own_cadence_without_evaluations(tmp_path, shar
 
     saved: list[int] = []
     real = loop.save_checkpoint
-    monkeypatch.setattr(loop, "save_checkpoint", lambda d, m, o, s, state, best=None: (
-        saved.append(state["step"]), real(d, m, o, s, state, best=best)))
+    monkeypatch.setattr(loop, "save_checkpoint", lambda accelerator, d, m, state, best=None: (
+        saved.append(state.step), real(accelerator, d, m, state, best=best)))
     assert main(glue_args(shared_data, tmp_path / "r", "--max-steps", "5", "run.eval_every=100",
                           "run.checkpoint_every=2")) == 0
     assert saved == [2, 4, 5]
@@ -85,6 +87,57 @@ def test_nan_never_replaces_the_last_good_checkpoint(tmp_path, shared_data):
         assert all(abs(float(t.abs().max())) < 1e6 for t in tensors.values() if t.is_floating_point())
     else:
         assert "no checkpoint was written" in str(caught.value)
+
+
+def _as_format_1(ckpt: Path) -> None:
+    """Rewrite a checkpoint the way peftlab wrote them before accelerate's save_state: trainer_state.pt (optimizer,
+    scheduler, torch and numpy RNG) and the python RNG in state.json."""
+    import numpy as np
+
+    rng = torch.load(ckpt / "random_states_0.pkl", weights_only=False)
+    name, keys, pos, has_gauss, cached = rng["numpy_random_seed"]
+    torch.save({"optimizer": torch.load(ckpt / "optimizer.bin"), "scheduler": torch.load(ckpt / "scheduler.bin"),
+                "rng": {"torch": rng["torch_manual_seed"],
+                        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached]}},
+               ckpt / "trainer_state.pt")
+    version, internal, gauss = rng["random_state"]
+    state = json.loads((ckpt / "state.json").read_text())
+    state.pop("format")
+    (ckpt / "state.json").write_text(json.dumps({**state, "python_rng": [version, list(internal), gauss]}))
+    for name in ("optimizer.bin", "scheduler.bin", "random_states_0.pkl", "custom_checkpoint_0.pkl"):
+        (ckpt / name).unlink()
+
+
+def test_format_1_checkpoints_resume_and_doctored_pickles_are_refused(tmp_path, shared_data, capsys):
+    extra = ["optim.lr=1e-3", "optim.schedule=constant", "run.eval_every=2"]
+    full, part = tmp_path / "full", tmp_path / "part"
+    assert main(glue_args(shared_data, full, "--max-steps", "4", *extra)) == 0
+    assert main(glue_args(shared_data, part, "--max-steps", "2", *extra)) == 0
+    ckpt = part / "checkpoint"
+    assert {"params.safetensors", "best.safetensors", "optimizer.bin", "scheduler.bin", "random_states_0.pkl",
+            "custom_checkpoint_0.pkl", "state.json"} == {p.name for p in ckpt.iterdir()}
+    assert "model.safetensors" not in {p.name for p in ckpt.iterdir()}  # no base weights
+    backup = tmp_path / "format2"
+    shutil.copytree(ckpt, backup)
+
+    class Evil:  # unpickling this would run a command
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'ran'}",))
+
+    torch.save({"step": 2, "x": Evil()}, ckpt / "custom_checkpoint_0.pkl")
+    assert main(glue_args(shared_data, part, "--max-steps", "4", "--resume", *extra)) == 1
+    assert "unreadable checkpoint" in capsys.readouterr().err and not (tmp_path / "ran").exists()
+    shutil.rmtree(ckpt)
+    shutil.copytree(backup, ckpt)
+    _as_format_1(ckpt)
+    assert checkpoint_step(ckpt) == 2
+    assert main(glue_args(shared_data, part, "--max-steps", "4", "--resume", *extra)) == 0
+    want = load_file(str(full / "checkpoint" / "params.safetensors"))
+    got = load_file(str(ckpt / "params.safetensors"))
+    assert want.keys() == got.keys()
+    for key in want:
+        torch.testing.assert_close(got[key], want[key], atol=1e-6, rtol=1e-5)
+    assert json.loads((ckpt / "state.json").read_text())["format"] == 2  # saved again in the current format
 
 
 # --- values checked before the model loads --------------------------------------------------------------------------

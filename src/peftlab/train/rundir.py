@@ -1,4 +1,5 @@
-"""Run folders: refuse to mix runs, and record what reproduces one (resolved config, versions, git, seed)."""
+"""Run folders: refuse to mix runs, record what reproduces one (resolved config, versions, git, seed), undo a
+failed set-up, and cut the metrics log back to a checkpoint."""
 from __future__ import annotations
 
 import json
@@ -96,3 +97,31 @@ def write_run_files(output_dir: Path, recipe: Recipe, metrics: dict[str, Any], d
     meta = {"versions": versions(), "git_revision": git_revision(), "seed": recipe.run.seed, "data": data_meta,
             "command": sys.argv}
     (output_dir / "meta.json").write_text(json.dumps(meta, indent=2, default=str) + "\n", encoding="utf-8")
+
+
+def undo_run_dir(output_dir: Path, existed: bool) -> None:
+    """Remove what a run that failed during set-up wrote (the whole folder if this run created it)."""
+    if not existed:
+        shutil.rmtree(output_dir, ignore_errors=True)
+        return
+    for name in ("config.yaml", "metrics.jsonl"):
+        (output_dir / name).unlink(missing_ok=True)
+    shutil.rmtree(output_dir / "trackers", ignore_errors=True)
+
+
+def truncate_log(path: Path, last_step: int) -> None:
+    """Keep the records of the JSONL log ``path`` up to and including step ``last_step`` (-1: none)."""
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text(encoding="utf-8").splitlines(keepends=True)
+            if line.strip() and _record_step(line) <= last_step]
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(kept), encoding="utf-8")
+    tmp.replace(path)
+
+
+def _record_step(line: str) -> int:
+    try:
+        return int(json.loads(line).get("step", 0))
+    except (ValueError, AttributeError):
+        return 1 << 62  # a torn last line from a killed run: dropped
