@@ -260,3 +260,16 @@ def test_misspelled_method_args_get_the_closest_field():
 
     with pytest.raises(ConfigError, match=r"method_args\.ramp_step: .*did you mean 'ramp_steps'\?"):
         build_method_config("solo", {"ramp_step": 4}, "CAUSAL_LM")
+
+
+def test_e2e_run_without_a_usable_ptb_tokenizer_fails_before_the_run_folder(tmp_path, monkeypatch):
+    """The final E2E scoring needs the official tokenizer (Java) or the Python opt-in: checked before anything runs."""
+    from peftlab.train.loop import train as run_training
+    from peftlab.train.recipe import apply_overrides, recipe_from_dict
+
+    monkeypatch.setenv("PEFTLAB_PTB_TOKENIZER", "jva")
+    out = tmp_path / "run"
+    recipe = recipe_from_dict(apply_overrides({}, ["task=e2e", "method=lora", f"run.output_dir={out}"]))
+    with pytest.raises(peftlab.ConfigError, match="must be 'java' or 'python'"):
+        run_training(recipe)
+    assert not out.exists()

@@ -25,11 +25,13 @@ from typing import Any
 import numpy as np
 import torch
 from accelerate import Accelerator
+from accelerate.utils import DistributedType
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from ..errors import ConfigError, PeftlabError
+from ..metrics.ptb import resolve_backend
 from ..model import get_peft_model
 from .checkpoint import (BEST_FILE, TrainState, adapter_snapshot, checkpoint_step, find_checkpoint, load_best_snapshot,
                          load_checkpoint, nonfinite_tensors, prepare_checkpointing, restore_adapter, save_checkpoint)
@@ -89,6 +91,13 @@ class FinetuneRecipe:
         self.accelerator = Accelerator(mixed_precision="bf16" if recipe.run.bf16 else "no", cpu=multi_cpu,
                                        gradient_accumulation_steps=recipe.optim.grad_accum,
                                        log_with=self.trackers or None, project_dir=tracker_dir(self.output_dir))
+        if self.accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+            raise ConfigError(f"peftlab train runs on one process or under DDP; {self.accelerator.distributed_type.value} "
+                              "is not supported yet (its dev evaluation and checkpoints run on the main process only, "
+                              "which a sharded model cannot do). Shard a peftlab model with FSDP2 in your own loop or "
+                              "in transformers.Trainer instead (docs/integrations.md)")
+        if recipe.task == "e2e":  # the final scoring needs the official tokenizer (Java) or the opt-in Python port
+            resolve_backend()
         self.main = self.accelerator.is_main_process
         self.state = TrainState()
         self.best_state: dict[str, torch.Tensor] | None = None  # the best step's adapter snapshot
