@@ -94,8 +94,8 @@ class FinetuneRecipe:
         if self.accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
             raise ConfigError(f"peftlab train runs on one process or under DDP; {self.accelerator.distributed_type.value} "
                               "is not supported yet (its dev evaluation and checkpoints run on the main process only, "
-                              "which a sharded model cannot do). Shard a peftlab model with FSDP2 in your own loop or "
-                              "in transformers.Trainer instead (docs/integrations.md)")
+                              "which a sharded model cannot do). Shard a peftlab model with FSDP2 in your own training loop "
+                              "instead (docs/integrations.md)")
         if recipe.task == "e2e":  # the final scoring needs the official tokenizer (Java) or the opt-in Python port
             resolve_backend()
         self.main = self.accelerator.is_main_process
