@@ -504,12 +504,11 @@ def get_peft_model_state_dict(model: PeftModel, state_dict: dict | None = None,
     reading the live parameters; it may be keyed by saved names or by the PeftModel's own parameter names."""
     if state_dict is None:
         return model.get_peft_model_state_dict(adapter_name)
-    saved = dict(model.adapter_parameters(adapter_name)) if model._tuner(adapter_name).state_for_save(
-        model, adapter_name) is None else {}
-    if not saved:  # a method with its own save format: the saved names are the only names
-        keys = model.get_peft_model_state_dict(adapter_name)
-        saved_names = {k: k for k in keys}
+    custom = model._tuner(adapter_name).state_for_save(model, adapter_name)
+    if custom is not None:  # a method with its own save format: the saved names are the only names
+        saved_names = {k: k for k in custom}
     else:
+        saved = model.adapter_parameters(adapter_name)
         own = {id(p): name for name, p in model.named_parameters(remove_duplicate=False)}
         saved_names = {k: k if k in state_dict else own.get(id(p), k) for k, p in saved.items()}
     missing = [k for k, name in saved_names.items() if name not in state_dict]

@@ -60,22 +60,26 @@ class PeftlabCallback(TrainerCallback):
             self._peft_model = found
         return self._peft_model
 
+    @staticmethod
+    def _each_adapter(peft_model: PeftModel, hook: str, *args: Any) -> None:
+        """Call the tuner hook ``hook`` of every adapter of ``peft_model``."""
+        for name in peft_model.peft_config:
+            getattr(peft_model._tuner(name), hook)(peft_model, name, *args)
+
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         peft_model = self._model(model)
         if peft_model is None:
             raise AdapterError("PeftlabCallback: the Trainer's model is not a peftlab PeftModel "
                                f"(got {type(model).__name__}); wrap it with peftlab.get_peft_model first")
         warmup = int(args.get_warmup_steps(state.max_steps)) if state.max_steps > 0 else 0
-        for name in peft_model.peft_config:
-            peft_model._tuner(name).on_train_begin(peft_model, name, int(state.max_steps), warmup)
+        self._each_adapter(peft_model, "on_train_begin", int(state.max_steps), warmup)
         return control
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         """Called once per optimizer step (after ``optimizer.step()``), not per micro-batch."""
         peft_model = self._model(model)
         if peft_model is not None:
-            for name in peft_model.peft_config:
-                peft_model._tuner(name).on_optimizer_step(peft_model, name)
+            self._each_adapter(peft_model, "on_optimizer_step")
         return control
 
     def on_log(self, args, state, control, logs=None, model=None, **kwargs):
@@ -93,8 +97,7 @@ class PeftlabCallback(TrainerCallback):
     def on_train_end(self, args, state, control, model=None, **kwargs):
         peft_model = self._model(model)
         if peft_model is not None:
-            for name in peft_model.peft_config:
-                peft_model._tuner(name).on_train_end(peft_model, name)
+            self._each_adapter(peft_model, "on_train_end")
         return control
 
 
