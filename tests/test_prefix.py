@@ -265,6 +265,69 @@ def test_gradient_checkpointing_same_gradients(arch, reentrant):
         torch.testing.assert_close(grads[1][name], grads[0][name], atol=1e-6, rtol=1e-5)
 
 
+def _counted_encoder(model):
+    """Block 0's R-a encoder of ``model``, with a counter of its full() calls."""
+    encoder = next(layer for _, layer in model.base_model.model.named_modules()
+                   if isinstance(layer, PrefixLayer))._shared["default"]
+    calls = {"full": 0}
+    full = encoder.full
+
+    def counted():
+        calls["full"] += 1
+        return full()
+
+    encoder.full = counted
+    return encoder, calls
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+@pytest.mark.parametrize("checkpointing", ["none", "non-reentrant"])
+def test_residual_prefix_computed_once_per_forward_with_the_same_gradients(arch, checkpointing):
+    """R-a's LayerNorm spans every layer: a training forward computes its prefix once, not once per block, and the
+    gradients equal the per-block computation's."""
+    batch = make_batch(arch)
+    grads, counts = [], []
+    for per_pass in (True, False):
+        model = reparam_model("ra-gate-kv", arch)
+        if checkpointing != "none":
+            model.gradient_checkpointing_enable({"use_reentrant": False})
+        encoder, calls = _counted_encoder(model)
+        encoder.per_pass = per_pass  # False: the per-block path (one full prefix per block)
+        model.train()
+        model(**batch).loss.backward()
+        counts.append(calls["full"])
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    n_blocks = model.base_model.model.config.num_hidden_layers
+    assert counts[0] == 1
+    assert counts[1] >= n_blocks  # per block (and again per recomputed block with checkpointing)
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 3
+    for name in grads[0]:
+        torch.testing.assert_close(grads[0][name], grads[1][name], atol=1e-6, rtol=1e-5)
+
+
+def test_residual_prefix_per_pass_accumulates_copies_and_falls_back():
+    batch = make_batch("gpt2")
+    model = reparam_model("ra-gate-kv", "gpt2")
+    model.train()
+    model(**batch).loss.backward()
+    single = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    # two passes, one backward through both: each pass has its own prefix (and graph)
+    (model(**batch).loss + model(**batch).loss).backward()
+    for name, grad in single.items():
+        torch.testing.assert_close(dict(model.named_parameters())[name].grad, 2 * grad, atol=1e-6, rtol=1e-5)
+    loss = model(**batch).loss
+    twin = copy.deepcopy(model)  # the pass's prefix (a graph) is not copied
+    loss.backward()
+    twin.zero_grad()
+    twin(**batch).loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in twin.parameters() if p.grad is not None)
+    # a block called outside the body's forward (no pass open) computes the prefix itself
+    encoder, calls = _counted_encoder(model)
+    key, _ = encoder.layer_kv(1)
+    assert calls["full"] == 1 and key.requires_grad
+
+
 def test_bert_encoder_with_padding_and_eager_attention():
     batch = make_batch("bert")
     batch["attention_mask"][1, 6:] = 0

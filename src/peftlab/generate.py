@@ -27,6 +27,32 @@ def _newline_ids_cached(tokenizer) -> list[int]:
     return _NEWLINE_CACHE[key]
 
 
+def _contiguous_input(module: torch.nn.Module, args: tuple):
+    if args and isinstance(args[0], torch.Tensor) and not args[0].is_contiguous():
+        return (args[0].contiguous(), *args[1:])
+    return None
+
+
+def contiguous_head_input(model: torch.nn.Module) -> bool:
+    """Make the LM head's input contiguous before its matmul (a forward pre-hook on the output embeddings; once).
+
+    Why: on the CPU, ``F.linear`` of a non-contiguous 3-D bf16 input, such as generation's prefill slice
+    ``hidden[:, -1:, :]`` (logits of the last position only), expands the weight to the batch and copies it: 1.7 GB
+    for SmolLM2's (49152, 576) head at 32 prompts, in fp32 6 MB (``benchmarks/bench_decode.py``). The copy of the
+    slice is 32 x 576 numbers. Returns True when the hook was added (False: no output embeddings, or already there).
+    """
+    inner = model
+    while not hasattr(inner, "get_output_embeddings") and hasattr(inner, "model"):
+        inner = inner.model  # a PeftModel: its transformers model
+    head = inner.get_output_embeddings() if hasattr(inner, "get_output_embeddings") else None
+    if not isinstance(head, torch.nn.Module):
+        return False
+    if any(hook is _contiguous_input for hook in head._forward_pre_hooks.values()):
+        return False
+    head.register_forward_pre_hook(_contiguous_input)
+    return True
+
+
 def cut_output(text: str) -> str:
     """The first line of a generated text, stripped (the E2E convention: stop at EOS or a line break)."""
     return text.split("\n", 1)[0].strip()
@@ -47,6 +73,7 @@ def generate_texts(model, tokenizer, prompts: Sequence[str], *, num_beams: int =
     tokenizer.padding_side = "left"
     was_training = model.training
     model.eval()
+    contiguous_head_input(model)
     outputs: dict[str, str] = {}
     try:
         bar = tqdm(total=len(unique), desc="decode", unit="input", disable=not progress)

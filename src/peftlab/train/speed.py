@@ -8,6 +8,7 @@ import torch
 
 from ..config import PeftConfig
 from ..errors import ConfigError
+from ..generate import contiguous_head_input
 from ..layout import get_layout
 from ..registry import get_method
 from .checkpoint import training_state_params
@@ -38,13 +39,17 @@ def resolve_attn_implementation(choice: str) -> str:
 
 def cast_frozen_weights(peft_model, dtype: torch.dtype) -> int:
     """Cast every floating-point parameter outside the training state (the frozen base weights) to ``dtype``, in
-    place; trainable tensors and the adapters' saved state keep theirs. Returns the number of elements cast."""
+    place; trainable tensors and the adapters' saved state keep theirs, and the LM head's input is made contiguous
+    (:func:`peftlab.generate.contiguous_head_input`: a bf16 head copies its weight per prompt otherwise). Returns the
+    number of elements cast."""
     keep = {id(p) for p in training_state_params(peft_model).values()}
     cast = 0
     for param in peft_model.parameters():
         if id(param) not in keep and param.is_floating_point() and param.dtype != dtype:
             param.data = param.data.to(dtype)
             cast += param.numel()
+    if dtype != torch.float32:
+        contiguous_head_input(peft_model)
     return cast
 
 

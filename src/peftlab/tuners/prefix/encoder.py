@@ -19,6 +19,13 @@ R-d    W2 (e_j + tanh(W1 e_j + b1)) + b2, e_j in R^d, m = d          l d + (d d 
 decoder block recomputes its own part inside its (possibly checkpointed) forward; without autograd the whole
 prefix is computed once and cached until a parameter changes.
 
+R-a has no per-layer shortcut (its LayerNorm spans every layer), so its slice would cost the whole network per layer.
+It computes the prefix once per forward pass instead (``per_pass``): the model body's pre-hook (``PrefixPassHook``)
+calls :meth:`PrefixEncoder.begin_pass` before the first block, outside every checkpointed region, and each block
+slices that one tensor. Non-reentrant checkpointing recomputes a block from the same tensor (its parameters have not
+changed); reentrant checkpointing runs the blocks without autograd, which the encoder notices and then falls back to
+one fresh computation per block in the backward pass (``benchmarks/bench_methods.py`` measures the step).
+
 Gates, per layer and token (spec section 4.2, all [RECON]):
 
 * G-a: g = f(w), w in R^l per layer (zero at init); f set by ``gate_init``: "one" 2 sigmoid(w) (g = 1 at init),
@@ -40,14 +47,59 @@ from .config import PrefixSpec
 _ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU}
 
 
+def _in_backward() -> bool:
+    """Whether autograd's engine is running (checkpointing recomputes blocks there, after the body's forward)."""
+    task_id = getattr(torch._C, "_current_graph_task_id", None)
+    return task_id is not None and task_id() != -1
+
+
+class _PassSlot:
+    """Holds a pass's prefix, which carries its autograd graph: copies and pickles of the encoder start empty."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value: tuple[tuple, torch.Tensor] | None = None
+
+    def __deepcopy__(self, memo: dict) -> "_PassSlot":
+        return _PassSlot()
+
+    def __reduce__(self):
+        return (_PassSlot, ())
+
+
 class PrefixEncoder(nn.Module):
     """Base class: subclasses implement :meth:`full` and may implement a cheaper :meth:`layer_flat`."""
+
+    per_pass = False
+    """True: :meth:`layer_flat` would compute the whole prefix for one layer, so a forward pass computes it once."""
 
     def __init__(self, n_layers: int, n_kv_heads: int, head_dim: int, length: int) -> None:
         super().__init__()
         self.n_layers, self.n_kv_heads, self.head_dim, self.length = n_layers, n_kv_heads, head_dim, length
         self.layer_width = 2 * n_kv_heads * head_dim  # key and value of one layer
         self._cache: tuple[tuple, torch.Tensor] | None = None
+        self._pass = _PassSlot()  # (parameter state, full prefix) of the latest pass
+        self._pass_open = False
+
+    def _parameter_state(self) -> tuple:
+        return tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in self.parameters())
+
+    def begin_pass(self) -> None:
+        """A forward pass of the model body starts: with autograd on, compute every layer's prefix once for it."""
+        self._pass_open = True
+        self._pass.value = (self._parameter_state(), self.full()) if torch.is_grad_enabled() else None
+
+    def end_pass(self) -> None:
+        """The body's forward ended. The pass's prefix stays for non-reentrant checkpointing's recomputation in the
+        backward pass; the next pass replaces it."""
+        self._pass_open = False
+
+    def _grad_layer_flat(self, index: int) -> torch.Tensor:
+        found = self._pass.value
+        if found is not None and (self._pass_open or _in_backward()) and found[0] == self._parameter_state():
+            return found[1][:, index * self.layer_width:(index + 1) * self.layer_width]
+        return self.layer_flat(index)
 
     def full(self) -> torch.Tensor:
         """Every layer's prefix, (l, L * 2 * d_kv)."""
@@ -66,8 +118,10 @@ class PrefixEncoder(nn.Module):
     def layer_kv(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Layer ``index``'s prefix keys and values, each (n_kv_heads, l, head_dim)."""
         if torch.is_grad_enabled():
-            flat = self.layer_flat(index)
+            flat = self._grad_layer_flat(index) if self.per_pass else self.layer_flat(index)
         else:  # inference: one pass for all layers and all decoding steps, until a parameter changes
+            if self._pass_open and self._pass.value is not None:  # a block without autograd in a pass with it:
+                self._pass.value = None  # reentrant checkpointing, whose backward recomputes each block on its own
             flat = self._cached_full()[:, index * self.layer_width:(index + 1) * self.layer_width]
         kv = flat.reshape(self.length, 2, self.n_kv_heads, self.head_dim).permute(1, 2, 0, 3)  # (2, KV, l, hd)
         return kv[0], kv[1]
@@ -128,6 +182,8 @@ class ResidualMLP(nn.Module):
 
 class FullResidual(PrefixEncoder):
     """R-a: a free vector e_j in R^D per token plus a full-width residual MLP (Residual Prompt Tuning style)."""
+
+    per_pass = True
 
     def __init__(self, n_layers: int, n_kv_heads: int, head_dim: int, length: int, hidden: int, activation: str,
                  layer_norm: bool, gain: float = 1.0, embedding_std: float = 0.02) -> None:

@@ -88,10 +88,12 @@ class PrefixTuningTuner(Tuner):
                 attention.add_module(CHILD_NAME, layer)
             layer.add_adapter(adapter_name, spec, encoder, trainable)
             owner_path = owner_path or f"{path}.{CHILD_NAME}"
+        body = model.get_submodule(layout.body_prefix) if layout.body_prefix else model
+        relative = owner_path[len(layout.body_prefix) + 1:] if layout.body_prefix else owner_path
         if spec.position_offset:
-            body = model.get_submodule(layout.body_prefix) if layout.body_prefix else model
-            relative = owner_path[len(layout.body_prefix) + 1:] if layout.body_prefix else owner_path
             PositionOffsetHook.install(body, relative)
+        if encoder is not None and encoder.per_pass:
+            PrefixPassHook.install(body, relative)
 
     @classmethod
     def describe(cls, config: PrefixTuningConfig) -> str:
@@ -247,3 +249,50 @@ class PositionOffsetHook:
         else:
             kwargs = {**kwargs, "position_ids": position_ids}
         return args, kwargs
+
+
+# --- one prefix per forward pass (R-a) ---------------------------------------------------------------------------
+class PrefixPassHook:
+    """Forward pre-hook and always-called forward hook on the body: the active adapter's encoder, when it computes
+    its prefix once per pass (``PrefixEncoder.per_pass``), begins the pass before the first block and ends it after
+    the last. ``owner_path`` is block 0's prefix layer, relative to the body; found by path on every call, so the
+    hook follows ``deepcopy`` and retires once the prefix layers are gone."""
+
+    def __init__(self, body: nn.Module, owner_path: str) -> None:
+        self.owner_path = owner_path
+        body.register_forward_pre_hook(self.begin)
+        body.register_forward_hook(self.end, always_call=True)
+
+    @staticmethod
+    def install(body: nn.Module, owner_path: str) -> None:
+        if not any(isinstance(getattr(hook, "__self__", None), PrefixPassHook)
+                   for hook in body._forward_pre_hooks.values()):
+            PrefixPassHook(body, owner_path)
+
+    def _encoder(self, module: nn.Module):
+        try:
+            owner = module.get_submodule(self.owner_path)
+        except AttributeError:
+            owner = None
+        if not isinstance(owner, PrefixLayer):  # unloaded: remove both hooks
+            for hooks in (module._forward_pre_hooks, module._forward_hooks):
+                for key in [k for k, hook in hooks.items() if getattr(hook, "__self__", None) is self]:
+                    del hooks[key]
+                    module._forward_hooks_always_called.pop(key, None)
+            return None
+        if not owner.uses_adapter():
+            return None
+        encoder = owner._shared.get(owner.active_adapters[0])
+        return encoder if encoder is not None and encoder.per_pass else None
+
+    def begin(self, module: nn.Module, args: tuple):
+        encoder = self._encoder(module)
+        if encoder is not None:
+            encoder.begin_pass()
+        return None
+
+    def end(self, module: nn.Module, args: tuple, output):
+        encoder = self._encoder(module)
+        if encoder is not None:
+            encoder.end_pass()
+        return None
