@@ -3,15 +3,20 @@
 ``hf_peft_fp32`` is the loop the issue measured: HF peft's LoRA model, the first ``--baseline-limit`` test MRs in
 input order, batch 16, greedy, up to 60 new tokens, no stop at the end of the line. peftlab decodes the same MRs
 (``peftlab_same_mrs``: once per unique MR, batched by prompt length, KV cache, stop at EOS or a line break, with
-the attention kernel `peftlab train` decodes with: sdpa on the CPU), then all 630 test MRs greedily and with beam
-search. Both models carry the same fresh LoRA adapter (B = 0, so their outputs are the base model's). Peak RSS is
-the process's, after all runs.
+the attention kernel `peftlab train` decodes with: sdpa on the CPU), then all 630 test MRs for every ``--runs``
+entry ``WEIGHTS:BEAMS[:old-head]``: frozen weights in fp32 (``float32``) or bf16 (``bfloat16``, what a
+``peftlab train --bf16`` run decodes with), greedy (1) or beam search; ``old-head`` decodes without the contiguous
+LM-head input (``peftlab.generate.contiguous_head_input``), the path before it, to show the outputs are identical
+(each run records an md5 of its outputs). Both models carry the same fresh LoRA adapter (B = 0, so their outputs
+are the base model's). Peak RSS is the process's, after all runs.
 
-    .venv/bin/python benchmarks/bench_decode.py [--limit 630] [--batch-size 64] [--beams 1 4] [--baseline-limit 64]
+    .venv/bin/python benchmarks/bench_decode.py [--limit 630] [--batch-size 64] [--baseline-limit 64]
+        [--runs bfloat16:1 bfloat16:1:old-head bfloat16:4 float32:1]
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -44,12 +49,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--limit", type=int, default=630, help="test MRs to decode (630 = all)")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--beams", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--runs", nargs="+", default=["bfloat16:1", "bfloat16:1:old-head", "bfloat16:4", "float32:1"],
+                        help="WEIGHTS:BEAMS[:old-head] entries, WEIGHTS float32 or bfloat16")
     parser.add_argument("--max-new-tokens", type=int, default=60)
     parser.add_argument("--baseline-limit", type=int, default=64, help="MRs for the HF peft loop (0: skip it)")
     parser.add_argument("--data-dir", default=os.environ.get("PEFTLAB_DATA_DIR", "../shared/data"))
     parser.add_argument("--out", default="benchmarks/results/bench_decode.json")
     args = parser.parse_args()
+    runs = []
+    for entry in args.runs:
+        parts = entry.split(":")
+        if (len(parts) not in (2, 3) or parts[0] not in ("float32", "bfloat16") or not parts[1].isdigit()
+                or int(parts[1]) < 1 or (len(parts) == 3 and parts[2] != "old-head")):
+            parser.error(f"--runs {entry!r}: expected WEIGHTS:BEAMS[:old-head] with WEIGHTS float32 or bfloat16 and "
+                         "BEAMS >= 1, e.g. bfloat16:4")
+        runs.append((parts[0], int(parts[1]), len(parts) == 3))
+    import peftlab.generate
+    from peftlab.train.speed import cast_frozen_weights
     from peftlab import LoraConfig, get_peft_model
     from peftlab.data import linearize_mr, load_e2e
     from peftlab.generate import generate_texts
@@ -86,12 +102,28 @@ def main() -> None:
         base, ours = results["runs"]["hf_peft_fp32"]["seconds"], results["runs"]["peftlab_same_mrs"]["seconds"]
         print(f"peftlab vs HF peft on the same {len(subset)} MRs: {base / ours:.1f}x faster")
     unique = list(dict.fromkeys(prompts))[: args.limit]
-    for beams in args.beams:
+    for spec in runs:
+        weights, beams, old_head = spec
+        model = get_peft_model(load_model("smollm2-135m", attn_implementation=attention),
+                               LoraConfig(r=4, lora_alpha=32, target_modules=["q", "v"]))
+        if weights == "bfloat16":
+            cast_frozen_weights(model, torch.bfloat16)
+        head = model.model.get_output_embeddings()
+        saved_hook = peftlab.generate.contiguous_head_input
+        if old_head:
+            head._forward_pre_hooks.clear()
+            peftlab.generate.contiguous_head_input = lambda m: False
         batch_size = args.batch_size if beams == 1 else max(1, args.batch_size // 2)
-        start = time.perf_counter()
-        outputs = generate_texts(model, tokenizer, unique, num_beams=beams, max_new_tokens=args.max_new_tokens,
-                                 batch_size=batch_size, progress=True)
-        record(f"peftlab_beams_{beams}", time.perf_counter() - start, outputs, batch_size=batch_size, beams=beams)
+        try:
+            start = time.perf_counter()
+            outputs = generate_texts(model, tokenizer, unique, num_beams=beams, max_new_tokens=args.max_new_tokens,
+                                     batch_size=batch_size, progress=True)
+            seconds = time.perf_counter() - start
+        finally:
+            peftlab.generate.contiguous_head_input = saved_hook
+        name = f"peftlab_{weights}_beams_{beams}" + ("_old_head" if old_head else "")
+        record(name, seconds, outputs, batch_size=batch_size, beams=beams, weights=weights,
+               outputs_md5=hashlib.md5("\n".join(outputs).encode()).hexdigest())
     from peftlab.train.rundir import peak_memory_mb
 
     results["peak_rss_mb"] = peak_memory_mb()

@@ -37,3 +37,32 @@ def test_frozen_weights_bf16_trainable_fp32(case):
     with torch.no_grad():  # what decoding after training does: no autocast, mixed-dtype model
         logits = model(input_ids=batch["input_ids"]).logits
     assert torch.isfinite(logits.float()).all()
+
+
+def test_bf16_head_sees_a_contiguous_input_when_generating():
+    """A bf16 LM head on the CPU copies its weight per row of a non-contiguous 3-D input (generation's prefill
+    slice ``hidden[:, -1:, :]``); cast_frozen_weights puts a pre-hook on the head that makes the input contiguous,
+    once, and generate_texts does so for any model."""
+    from peftlab import LoraConfig
+    from peftlab.generate import _contiguous_input, contiguous_head_input
+
+    model = get_peft_model(make_tiny("llama"), LoraConfig(r=2, target_modules=["q", "v"]))
+    cast_frozen_weights(model, torch.bfloat16)
+    head = model.model.get_output_embeddings()
+    assert [h for h in head._forward_pre_hooks.values() if h is _contiguous_input] == [_contiguous_input]
+    assert contiguous_head_input(model) is False  # already there: not added twice
+    seen = []
+    head.register_forward_pre_hook(lambda module, args: seen.append(args[0].is_contiguous()))
+    input_ids = torch.tensor([[0, 0, 5, 6, 7], [3, 4, 5, 6, 7]])
+    attention_mask = (input_ids != 0).long()
+    model.eval()
+    with torch.no_grad():
+        hooked = model.generate(input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=4,
+                                do_sample=False, pad_token_id=0)
+        assert seen and all(seen)
+        head._forward_pre_hooks.pop(next(k for k, h in head._forward_pre_hooks.items() if h is _contiguous_input))
+        seen.clear()
+        plain = model.generate(input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=4,
+                               do_sample=False, pad_token_id=0)
+    assert not all(seen)  # without the hook the prefill slice reaches the head as it is
+    assert torch.equal(hooked, plain)

@@ -36,6 +36,13 @@ def _fmod_normal(shape: torch.Size, std: float, device: torch.device) -> torch.T
     return torch.fmod(torch.randn(shape, device=device), 2) * std
 
 
+def block_diagonal(blocks: torch.Tensor) -> torch.Tensor:
+    """(H, a, b) per-head matrices -> the (H*a, H*b) block-diagonal matrix, so that every head's product is one
+    matrix product of the flattened heads (one GEMM instead of a per-head einsum with its permuted copies; the zero
+    blocks add exact zeros)."""
+    return torch.block_diag(*blocks.unbind(0))
+
+
 class KernelMixPart(nn.Module):
     """Parameters of one adapter for one role (fp32). Subclasses define shapes and the update."""
 
@@ -98,11 +105,10 @@ class QPart(KernelMixPart):
         """q: (..., H*d_h) base queries; xd: (..., d) dropped-out layer input in fp32."""
         delta = None
         if self.r:
-            low = torch.einsum("...d,hrd->...hr", xd, self.head_A)  # (..., H, r_q)
-            up = torch.einsum("...hr,hpr->...hp", low, self.head_B)  # (..., H, d_h)
+            low = xd @ self.head_A.flatten(0, 1).T  # (..., H*r_q): every head's A in one product
+            delta = low @ block_diagonal(self.head_B.transpose(1, 2))  # (..., H*d_h): B^h on head h's r_q only
             if hasattr(self, "head_bias"):
-                up = up + self.head_bias
-            delta = up.flatten(-2)  # (..., H*d_h)
+                delta = delta + self.head_bias.flatten()
         if self.s:
             shared = (xd @ self.shared_down.T) @ self.shared_up.T  # (..., s_q) -> (..., H*d_h)
             delta = shared if delta is None else delta + shared
@@ -146,12 +152,10 @@ class VPart(KernelMixPart):
         """v: (..., Hkv*d_h) base values; xd: (..., d) dropped-out input; kd: (..., Hkv*d_h) dropped-out keys."""
         delta = None
         if self.r:
-            key_heads = kd.unflatten(-1, (self.n_heads, self.head_dim))  # (..., Hkv, d_h)
-            low = torch.einsum("...hd,hrd->...hr", key_heads, self.head_A)  # (..., Hkv, r_v)
-            up = torch.einsum("...hr,hpr->...hp", low, self.head_B)  # (..., Hkv, d_h)
+            low = kd @ block_diagonal(self.head_A).T  # (..., Hkv*r_v): A^h reads head h's key only
+            delta = low @ block_diagonal(self.head_B.transpose(1, 2))  # (..., Hkv*d_h)
             if hasattr(self, "head_bias"):
-                up = up + self.head_bias
-            delta = up.flatten(-2)  # (..., Hkv*d_h)
+                delta = delta + self.head_bias.flatten()
         if self.s:
             shared = (xd @ self.shared_down.T) @ self.shared_up.T  # (..., Hkv*d_h)
             delta = shared if delta is None else delta + shared
@@ -181,8 +185,7 @@ class OPart(KernelMixPart):
         """out: (..., d) base projection output; ad: (..., H*d_h) dropped-out attention output in fp32."""
         delta = None
         if self.r:
-            heads = ad.unflatten(-1, (self.n_heads, self.head_dim))  # (..., H, d_h)
-            low = torch.einsum("...hd,hrd->...hr", heads, self.head_A).flatten(-2)  # (..., H*r_o)
+            low = ad @ block_diagonal(self.head_A).T  # (..., H*r_o): A_o^h reads head h's output only
             delta = low @ self.head_B.T  # (..., d)
             if hasattr(self, "head_bias"):
                 delta = delta + self.head_bias
@@ -269,7 +272,10 @@ class KernelMixLayer(AdapterLayer):
         key = base_key
         for name in self.active_adapters:
             drop = self.kmix_dropout[name]
-            xd = drop(x.to(torch.float32))  # one mask for every term reading x in this module
+            q_part = self.kmix_q[name] if "q" in pieces and name in self.kmix_q else None
+            reads_x = (q_part is not None and (q_part.r or q_part.s)) or (
+                "v" in pieces and name in self.kmix_v and self.kmix_v[name].s)
+            xd = drop(x.to(torch.float32)) if reads_x else None  # one mask for every term reading x here
             if "q" in pieces and name in self.kmix_q:
                 pieces["q"] = self.kmix_q[name](pieces["q"], xd)
             if "v" in pieces and name in self.kmix_v:

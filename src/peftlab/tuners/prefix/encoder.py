@@ -19,8 +19,11 @@ R-d    W2 (e_j + tanh(W1 e_j + b1)) + b2, e_j in R^d, m = d          l d + (d d 
 decoder block recomputes its own part inside its (possibly checkpointed) forward; without autograd the whole
 prefix is computed once and cached until a parameter changes.
 
-R-a has no per-layer shortcut (its LayerNorm spans every layer), so its slice would cost the whole network per layer.
-It computes the prefix once per forward pass instead (``per_pass``): the model body's pre-hook (``PrefixPassHook``)
+R-a has no per-layer shortcut (its LayerNorm spans every layer), so its slice would cost the whole network per layer;
+the sliced output layers of mlp, R-b and R-d are cheap forward, but each block's backward writes a zero-filled
+gradient of the whole output weight (m x 2 L d_kv) before the sum. These encoders compute the prefix once per
+forward pass instead (``per_pass``; R-c's per-layer slice is one layer's work, so it keeps it): the model body's
+pre-hook (``PrefixPassHook``)
 calls :meth:`PrefixEncoder.begin_pass` before the first block, outside every checkpointed region, and each block
 slices that one tensor. Non-reentrant checkpointing recomputes a block from the same tensor (its parameters have not
 changed); reentrant checkpointing runs the blocks without autograd, which the encoder notices and then falls back to
@@ -71,8 +74,9 @@ class _PassSlot:
 class PrefixEncoder(nn.Module):
     """Base class: subclasses implement :meth:`full` and may implement a cheaper :meth:`layer_flat`."""
 
-    per_pass = False
-    """True: :meth:`layer_flat` would compute the whole prefix for one layer, so a forward pass computes it once."""
+    per_pass = True
+    """True: a training forward pass computes the whole prefix once and every block slices it (see the module
+    docstring); False: each block computes its own slice with :meth:`layer_flat`."""
 
     def __init__(self, n_layers: int, n_kv_heads: int, head_dim: int, length: int) -> None:
         super().__init__()
@@ -183,8 +187,6 @@ class ResidualMLP(nn.Module):
 class FullResidual(PrefixEncoder):
     """R-a: a free vector e_j in R^D per token plus a full-width residual MLP (Residual Prompt Tuning style)."""
 
-    per_pass = True
-
     def __init__(self, n_layers: int, n_kv_heads: int, head_dim: int, length: int, hidden: int, activation: str,
                  layer_norm: bool, gain: float = 1.0, embedding_std: float = 0.02) -> None:
         super().__init__(n_layers, n_kv_heads, head_dim, length)
@@ -198,6 +200,8 @@ class FullResidual(PrefixEncoder):
 
 class PerLayerResidual(PrefixEncoder):
     """R-c: per-layer free vectors e^i in R^{l x 2 d_kv} through one residual MLP shared by all layers."""
+
+    per_pass = False  # a layer's slice is that layer's own work
 
     def __init__(self, n_layers: int, n_kv_heads: int, head_dim: int, length: int, hidden: int, activation: str,
                  layer_norm: bool, gain: float = 1.0, embedding_std: float = 0.02) -> None:
