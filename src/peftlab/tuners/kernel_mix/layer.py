@@ -101,8 +101,8 @@ class QPart(KernelMixPart):
         if bandwidth != "none":
             self._param("bandwidth", H if per_head_bandwidth else 1, dh, device=device)
 
-    def forward(self, q: torch.Tensor, xd: torch.Tensor) -> torch.Tensor:
-        """q: (..., H*d_h) base queries; xd: (..., d) dropped-out layer input in fp32."""
+    def forward(self, q: torch.Tensor, xd: torch.Tensor | None) -> torch.Tensor:
+        """q: (..., H*d_h) base queries; xd: (..., d) dropped-out layer input in fp32 (None when r = s = 0)."""
         delta = None
         if self.r:
             low = xd @ self.head_A.flatten(0, 1).T  # (..., H*r_q): every head's A in one product
@@ -276,8 +276,8 @@ class KernelMixLayer(AdapterLayer):
             reads_x = (q_part is not None and (q_part.r or q_part.s)) or (
                 "v" in pieces and name in self.kmix_v and self.kmix_v[name].s)
             xd = drop(x.to(torch.float32)) if reads_x else None  # one mask for every term reading x here
-            if "q" in pieces and name in self.kmix_q:
-                pieces["q"] = self.kmix_q[name](pieces["q"], xd)
+            if q_part is not None:
+                pieces["q"] = q_part(pieces["q"], xd)
             if "v" in pieces and name in self.kmix_v:
                 part = self.kmix_v[name]
                 if part.r and key is None:

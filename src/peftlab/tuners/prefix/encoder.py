@@ -23,9 +23,8 @@ R-a has no per-layer shortcut (its LayerNorm spans every layer), so its slice wo
 the sliced output layers of mlp, R-b and R-d are cheap forward, but each block's backward writes a zero-filled
 gradient of the whole output weight (m x 2 L d_kv) before the sum. These encoders compute the prefix once per
 forward pass instead (``per_pass``; R-c's per-layer slice is one layer's work, so it keeps it): the model body's
-pre-hook (``PrefixPassHook``)
-calls :meth:`PrefixEncoder.begin_pass` before the first block, outside every checkpointed region, and each block
-slices that one tensor. Non-reentrant checkpointing recomputes a block from the same tensor (its parameters have not
+pre-hook (``PrefixPassHook``) calls :meth:`PrefixEncoder.begin_pass` before the first block, outside every
+checkpointed region, and each block slices that one tensor. Non-reentrant checkpointing recomputes a block from the same tensor (its parameters have not
 changed); reentrant checkpointing runs the blocks without autograd, which the encoder notices and then falls back to
 one fresh computation per block in the backward pass (``benchmarks/bench_methods.py`` measures the step).
 

@@ -222,15 +222,8 @@ class PositionOffsetHook:
         return kwargs.get(name)
 
     def __call__(self, module: nn.Module, args: tuple, kwargs: dict):
-        try:
-            owner = module.get_submodule(self.owner_path)
-        except AttributeError:
-            owner = None
-        if not isinstance(owner, PrefixLayer):  # the prefix layers were removed (unload): retire
-            for key, hook in list(module._forward_pre_hooks.items()):
-                if hook is self:
-                    del module._forward_pre_hooks[key]
-                    module._forward_pre_hooks_with_kwargs.pop(key, None)
+        owner = _owner_or_retire(module, self.owner_path, self)
+        if owner is None:
             return None
         shift = owner.position_shift()
         if not shift:
@@ -251,7 +244,25 @@ class PositionOffsetHook:
         return args, kwargs
 
 
-# --- one prefix per forward pass (R-a) ---------------------------------------------------------------------------
+def _owner_or_retire(body: nn.Module, owner_path: str, hook_owner: object) -> PrefixLayer | None:
+    """Block 0's prefix layer at ``owner_path`` under ``body``; once it is gone (unload), remove every hook of
+    ``body`` that ``hook_owner`` is or is bound to, and return None."""
+    try:
+        owner = body.get_submodule(owner_path)
+    except AttributeError:
+        owner = None
+    if isinstance(owner, PrefixLayer):
+        return owner
+    for hooks in (body._forward_pre_hooks, body._forward_hooks):
+        mine = [k for k, hook in hooks.items() if hook is hook_owner or getattr(hook, "__self__", None) is hook_owner]
+        for key in mine:
+            del hooks[key]
+            body._forward_pre_hooks_with_kwargs.pop(key, None)
+            body._forward_hooks_always_called.pop(key, None)
+    return None
+
+
+# --- one prefix per forward pass (every reparameterization but R-c) ---------------------------------------------
 class PrefixPassHook:
     """Forward pre-hook and always-called forward hook on the body: the active adapter's encoder, when it computes
     its prefix once per pass (``PrefixEncoder.per_pass``), begins the pass before the first block and ends it after
@@ -270,17 +281,8 @@ class PrefixPassHook:
             PrefixPassHook(body, owner_path)
 
     def _encoder(self, module: nn.Module):
-        try:
-            owner = module.get_submodule(self.owner_path)
-        except AttributeError:
-            owner = None
-        if not isinstance(owner, PrefixLayer):  # unloaded: remove both hooks
-            for hooks in (module._forward_pre_hooks, module._forward_hooks):
-                for key in [k for k, hook in hooks.items() if getattr(hook, "__self__", None) is self]:
-                    del hooks[key]
-                    module._forward_hooks_always_called.pop(key, None)
-            return None
-        if not owner.uses_adapter():
+        owner = _owner_or_retire(module, self.owner_path, self)
+        if owner is None or not owner.uses_adapter():
             return None
         encoder = owner._shared.get(owner.active_adapters[0])
         return encoder if encoder is not None and encoder.per_pass else None
