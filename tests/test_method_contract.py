@@ -192,6 +192,54 @@ def test_generate_cached_equals_uncached(case, arch, num_beams):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
 
 
+def _left_padded_prompts(arch: str):
+    """Four prompts of 2 to 7 tokens, left-padded to (4, 7), as generate_texts batches them."""
+    gen = torch.Generator().manual_seed(7)
+    ids = torch.zeros(4, 7, dtype=torch.long)
+    mask = torch.zeros(4, 7, dtype=torch.long)
+    for row, length in enumerate((7, 5, 3, 2)):
+        ids[row, 7 - length:] = torch.randint(3, 96, (length,), generator=gen)
+        mask[row, 7 - length:] = 1
+    return ids, mask
+
+
+@matrix
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+@pytest.mark.parametrize("compact_at", [0.0, 0.5, 1.0])
+def test_fast_greedy_equals_generate(case, arch, compact_at):
+    """peftlab's greedy loop (finished rows leave the batch, growing cache) gives generate's tokens exactly."""
+    from peftlab.greedy import greedy_generate
+
+    model, _ = build(case, arch, init=False)
+    model.eval()
+    ids, mask = _left_padded_prompts(arch)
+    eos = list(range(3, 96, 4))  # a quarter of the vocabulary: rows end at different steps
+    want = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=10, do_sample=False,
+                          pad_token_id=0, eos_token_id=eos, begin_suppress_tokens=eos)[:, ids.shape[1]:]
+    got = greedy_generate(model, ids, mask, max_new_tokens=10, eos_token_ids=eos, pad_token_id=0,
+                          begin_suppress_tokens=eos, compact_at=compact_at)
+    assert (got[:, 0] != 0).all() and not torch.isin(got[:, 0], torch.tensor(eos)).any()
+    assert torch.equal(got[:, :want.shape[1]], want)
+    assert (got[:, want.shape[1]:] == 0).all()
+
+
+@matrix
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_beam_search_on_growing_cache_equals_dynamic_cache(case, arch):
+    from peftlab.kv_cache import GrowingCache
+
+    model, _ = build(case, arch, init=False)
+    model.eval()
+    ids, mask = _left_padded_prompts(arch)
+    kwargs = dict(input_ids=ids, attention_mask=mask, max_new_tokens=6, min_new_tokens=6, do_sample=False,
+                  num_beams=3, pad_token_id=0, output_scores=True, return_dict_in_generate=True)
+    want = model.generate(**kwargs)
+    got = model.generate(past_key_values=GrowingCache(capacity=4), **kwargs)  # too small: it must grow
+    assert torch.equal(got.sequences, want.sequences)
+    for a, b in zip(got.scores, want.scores):
+        assert torch.equal(a, b)
+
+
 @matrix
 @archs
 def test_gradient_checkpointing_same_grads(case, arch):

@@ -6,6 +6,11 @@ from typing import Sequence
 import torch
 from tqdm.auto import tqdm
 
+from .greedy import fast_greedy_blocker, greedy_generate, transformers_model
+from .kv_cache import GrowingCache
+
+ENGINES = ("peftlab", "transformers")
+
 
 def newline_token_ids(tokenizer) -> list[int]:
     """Ids of vocabulary tokens that contain a line break (generation stops on them)."""
@@ -41,9 +46,7 @@ def contiguous_head_input(model: torch.nn.Module) -> bool:
     for SmolLM2's (49152, 576) head at 32 prompts, in fp32 6 MB (``benchmarks/bench_decode.py``). The copy of the
     slice is 32 x 576 numbers. Returns True when the hook was added (False: no output embeddings, or already there).
     """
-    inner = model
-    while not hasattr(inner, "get_output_embeddings") and hasattr(inner, "model"):
-        inner = inner.model  # a PeftModel: its transformers model
+    inner = transformers_model(model)
     head = inner.get_output_embeddings() if hasattr(inner, "get_output_embeddings") else None
     if not isinstance(head, torch.nn.Module):
         return False
@@ -61,14 +64,24 @@ def cut_output(text: str) -> str:
 @torch.no_grad()
 def generate_texts(model, tokenizer, prompts: Sequence[str], *, num_beams: int = 1, max_new_tokens: int = 64,
                    no_repeat_ngram_size: int = 0, length_penalty: float = 1.0, batch_size: int = 32,
-                   stop_at_newline: bool = True, progress: bool = True) -> list[str]:
-    """Generate a continuation of every prompt (identical prompts are generated once), in input order."""
+                   stop_at_newline: bool = True, progress: bool = True, engine: str = "peftlab") -> list[str]:
+    """Generate a continuation of every prompt (identical prompts are generated once), in input order.
+
+    Prompts are decoded in batches of ``batch_size``, shortest first, left-padded. ``engine="peftlab"`` (the
+    default) decodes greedy search with :func:`peftlab.greedy.greedy_generate` (finished rows leave the batch) and
+    beam search with ``generate`` on a :class:`~peftlab.kv_cache.GrowingCache`; ``engine="transformers"`` is plain
+    ``model.generate``, the reference both reproduce byte for byte.
+    """
+    if engine not in ENGINES:
+        raise ValueError(f"unknown decoding engine {engine!r}; choose one of {', '.join(ENGINES)}")
     unique = list(dict.fromkeys(prompts))
     order = sorted(range(len(unique)), key=lambda i: len(tokenizer(unique[i], add_special_tokens=False)["input_ids"]))
     eos_ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
     if stop_at_newline:
         eos_ids += _newline_ids_cached(tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    fast_greedy = (engine == "peftlab" and num_beams == 1 and not no_repeat_ngram_size and bool(eos_ids)
+                   and pad_id is not None and fast_greedy_blocker(model) is None)
     padding_side = tokenizer.padding_side
     tokenizer.padding_side = "left"
     was_training = model.training
@@ -82,14 +95,23 @@ def generate_texts(model, tokenizer, prompts: Sequence[str], *, num_beams: int =
             enc = tokenizer(batch_prompts, return_tensors="pt", padding=True, add_special_tokens=False)
             device = next(model.parameters()).device
             enc = {k: v.to(device) for k, v in enc.items()}
-            kwargs = dict(max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=False,
-                          pad_token_id=pad_id, eos_token_id=eos_ids or None, length_penalty=length_penalty)
-            if stop_at_newline and eos_ids:  # an empty first line would end the output before it starts
-                kwargs["begin_suppress_tokens"] = eos_ids
-            if no_repeat_ngram_size:
-                kwargs["no_repeat_ngram_size"] = no_repeat_ngram_size
-            generated = model.generate(**enc, **kwargs)
-            new_tokens = generated[:, enc["input_ids"].shape[1]:]
+            # an empty first line would end the output before it starts
+            suppress = eos_ids if stop_at_newline and eos_ids else []
+            if fast_greedy:
+                new_tokens = greedy_generate(model, enc["input_ids"], enc.get("attention_mask"),
+                                             max_new_tokens=max_new_tokens, eos_token_ids=eos_ids,
+                                             pad_token_id=pad_id, begin_suppress_tokens=suppress)
+            else:
+                kwargs = dict(max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=False,
+                              pad_token_id=pad_id, eos_token_id=eos_ids or None, length_penalty=length_penalty)
+                if suppress:
+                    kwargs["begin_suppress_tokens"] = suppress
+                if no_repeat_ngram_size:
+                    kwargs["no_repeat_ngram_size"] = no_repeat_ngram_size
+                if engine == "peftlab":
+                    kwargs["past_key_values"] = GrowingCache(enc["input_ids"].shape[1] + max_new_tokens)
+                generated = model.generate(**enc, **kwargs)
+                new_tokens = generated[:, enc["input_ids"].shape[1]:]
             for prompt, tokens in zip(batch_prompts, new_tokens):
                 outputs[prompt] = cut_output(tokenizer.decode(tokens, skip_special_tokens=True))
             bar.update(len(batch_prompts))

@@ -1,0 +1,83 @@
+"""Decoding: peftlab's engine (greedy loop, growing KV cache) against transformers' generate, and its bad input.
+
+The per-method equivalence lives in test_method_contract.py (test_fast_greedy_equals_generate, beam search on a
+GrowingCache); here are the cache on its own, generate_texts end to end on real text, and the refusals.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import make_tiny
+from transformers import DynamicCache
+
+from peftlab.generate import generate_texts
+from peftlab.greedy import fast_greedy_blocker, greedy_generate
+from peftlab.kv_cache import GrowingCache, GrowingLayer
+
+
+def _states(batch, length, seed):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, 2, length, 4, generator=gen), torch.randn(batch, 2, length, 4, generator=gen)
+
+
+def test_growing_cache_holds_what_dynamic_cache_holds():
+    growing, dynamic = GrowingCache(capacity=3), DynamicCache()
+    for step, length in enumerate((2, 1, 1, 3)):  # passes the capacity of 3 on the third update
+        keys, values = _states(3, length, step)
+        for cache in (growing, dynamic):
+            got = cache.update(keys, values, layer_idx=0)
+        want = dynamic.layers[0]
+        assert torch.equal(got[0], want.keys) and torch.equal(got[1], want.values)
+        assert growing.get_seq_length() == dynamic.get_seq_length() == want.keys.shape[-2]
+    rows = torch.tensor([2, 0])
+    growing.batch_select_indices(rows)
+    dynamic.batch_select_indices(rows)
+    assert torch.equal(growing.layers[0].keys, dynamic.layers[0].keys)
+    growing.crop(-2)
+    assert growing.get_seq_length() == 5
+    assert torch.equal(growing.layers[0].values, dynamic.layers[0].values[:, :, :5])
+
+
+def test_growing_layer_refuses_a_capacity_below_one():
+    with pytest.raises(ValueError, match="capacity of at least 1"):
+        GrowingLayer(0)
+
+
+def test_greedy_refuses_a_compaction_fraction_outside_0_1():
+    model = make_tiny("llama").eval()
+    with pytest.raises(ValueError, match="compact_at"):
+        greedy_generate(model, torch.ones(1, 3, dtype=torch.long), None, max_new_tokens=2, eos_token_ids=[2],
+                        pad_token_id=0, compact_at=1.5)
+
+
+def test_generation_config_with_a_logits_processor_blocks_the_fast_path():
+    model = make_tiny("llama")
+    assert fast_greedy_blocker(model) is None
+    model.generation_config.repetition_penalty = 1.3
+    assert "repetition_penalty" in fast_greedy_blocker(model)
+    assert "not a transformers generation model" in fast_greedy_blocker(torch.nn.Linear(2, 2))
+
+
+def test_generate_texts_refuses_an_unknown_engine():
+    with pytest.raises(ValueError, match="peftlab, transformers"):
+        generate_texts(make_tiny("llama"), None, ["x"], engine="vllm")
+
+
+@pytest.mark.parametrize("num_beams", [1, 3])
+def test_generate_texts_engines_agree_on_real_text(num_beams):
+    """Both engines with SmolLM2's real tokenizer (newline stop, begin suppression, length-sorted batches)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from peftlab.zoo import load_tokenizer
+
+    tokenizer = load_tokenizer("smollm2-135m")
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(num_hidden_layers=2, hidden_size=32, num_attention_heads=4,
+                                         num_key_value_heads=2, intermediate_size=64, vocab_size=len(tokenizer),
+                                         max_position_embeddings=128)).eval()
+    prompts = ["name : The Eagle | food : French ||", "name : Alimentum ||", "name : The Eagle | area : city "
+               "centre | near : Burger King ||", "name : Alimentum ||"]
+    kwargs = dict(num_beams=num_beams, max_new_tokens=8, batch_size=3, progress=False)
+    want = generate_texts(model, tokenizer, prompts, engine="transformers", **kwargs)
+    got = generate_texts(model, tokenizer, prompts, engine="peftlab", **kwargs)
+    assert got == want and len(got) == 4 and got[1] == got[3]
