@@ -5,8 +5,8 @@ copies the whole cache of every layer (a cost that grows with the length decoded
 SmolLM2 on the CPU, in ``torch.profiler``). :class:`GrowingCache` keeps one buffer per layer with room for the
 prompt plus every new token, writes each token into its slot, and hands attention a view of the filled part. The
 view holds the same values in the same order as ``DynamicCache``'s tensor, so attention computes the same numbers:
-decoding with it gives byte-identical outputs (``tests/test_generate.py`` checks greedy and beam search against
-``DynamicCache``).
+decoding with it gives byte-identical outputs (``tests/test_generate.py`` checks the cache against
+``DynamicCache``; ``tests/test_method_contract.py`` checks beam search on it, for every method).
 
 It is a ``DynamicCache`` to the model (the same class checks, the same mask sizes), so ``model.generate(...,
 past_key_values=GrowingCache(capacity))`` uses it, and so does :func:`peftlab.generate.generate_texts`. When a write
@@ -82,7 +82,7 @@ class GrowingLayer(DynamicLayer):
         self._expose()
 
     def _select_rows(self, rows: torch.Tensor) -> None:
-        # rows (B',) of batch indices: the new buffers hold only the filled part's rows, at full capacity
+        # rows (B',) of batch indices: copies those rows of the whole buffers, unfilled slots included
         if not self.is_initialized:
             return
         rows = rows.to(self._key_buffer.device)
@@ -112,4 +112,3 @@ class GrowingCache(DynamicCache):
     def __init__(self, capacity: int) -> None:
         # Cache.__init__ directly: DynamicCache's would build DynamicLayers from a config
         Cache.__init__(self, layer_class_to_replicate=functools.partial(GrowingLayer, capacity))
-        self.capacity = capacity
