@@ -232,6 +232,51 @@ def test_mean_over_seeds_decides_and_ties_take_the_smaller_lr(suite, tmp_path):
     assert choose_lr(main_spec(suite, "lora"), suite, as_results(tie))[0] == lrs[2]
 
 
+def test_select_tolerance_takes_the_smallest_lr_within_it_and_extensions_follow_the_strict_best(tmp_path):
+    body = SUITE_YAML.replace("    lr_grid_extend: 2\n", "    lr_grid_extend: 2\n    lr_select_tolerance: 0.005\n", 1)
+    path = tmp_path / "suite.yaml"
+    path.write_text(body, encoding="utf-8")
+    tolerant = load_suite(path)
+    lrs = grid_lrs(tolerant, "lora")
+    # x9 is 0.1% better than x3 (LoRA's lr-grid-e2e numbers): within 0.5%, so x3 is chosen; x1 is 3.5% behind
+    records = lines_for(tolerant, "lora", dict(zip(lrs, (3.1306, 2.9632, 2.8650, 2.8617))))
+    # the strict best is still the top edge, so the extension above runs all the same
+    assert extension_states(tolerant, "grid", "lora", as_results(records))[("up", 1)].state == "needed"
+    records += lines_for(tolerant, "lora", {ext_lr(tolerant, "lora", "up", 1): 4.6})
+    lr, why = choose_lr(main_spec(tolerant, "lora"), tolerant, as_results(records))
+    assert lr == lrs[2]
+    assert f"the best, {lrs[3]:g}, is less than 0.50% ahead" in why
+    # a lead larger than the tolerance keeps the best, with no remark
+    records = lines_for(tolerant, "lora", dict(zip(lrs, (3.1306, 2.9632, 2.8650, 2.80))))
+    records += lines_for(tolerant, "lora", {ext_lr(tolerant, "lora", "up", 1): 4.6})
+    lr, why = choose_lr(main_spec(tolerant, "lora"), tolerant, as_results(records))
+    assert lr == lrs[3] and "ahead" not in why
+    # the same lines without the key choose the strict best
+    plain = lines_for(suite_of(tmp_path), "lora", dict(zip(lrs, (3.1306, 2.9632, 2.8650, 2.8617))))
+    plain += lines_for(suite_of(tmp_path), "lora", {ext_lr(tolerant, "lora", "up", 1): 4.6})
+    assert choose_lr(main_spec(suite_of(tmp_path), "lora"), suite_of(tmp_path), as_results(plain))[0] == lrs[3]
+
+
+def suite_of(tmp_path: Path) -> Suite:
+    path = tmp_path / "plain" / "suite.yaml"
+    if not path.exists():
+        path.parent.mkdir()
+        path.write_text(SUITE_YAML, encoding="utf-8")
+    return load_suite(path)
+
+
+@pytest.mark.parametrize("value, message", [(-0.1, "expected a relative tolerance"), (1.5, "expected a relative"),
+                                            (True, "expected a relative")])
+def test_bad_select_tolerance_fails_before_anything_runs(tmp_path, value, message):
+    path = write_suite(tmp_path, f"p: {{task: e2e, lr_grid: [0.1, 0.2], lr_select_tolerance: {json.dumps(value)}, "
+                                 "arms: {a: {method: lora}}}")
+    with pytest.raises(ConfigError, match=rf"p\.lr_select_tolerance: {message}"):
+        load_suite(path)
+    path = write_suite(tmp_path, "p: {task: e2e, lr_select_tolerance: 0.01, arms: {a: {method: lora}}}")
+    with pytest.raises(ConfigError, match="lr_select_tolerance: only with lr_grid"):
+        load_suite(path)
+
+
 def test_chained_extension_up_to_n_and_stop(suite, tmp_path):
     lrs = grid_lrs(suite, "lora")
     up1, up2 = ext_lr(suite, "lora", "up", 1), ext_lr(suite, "lora", "up", 2)

@@ -2,7 +2,8 @@
 # Run the whole quality suite in the order that makes a partial suite most informative: the lr grids, then every
 # protocol at seed 0, then seed 1, then seed 2, then the Solo ablation. Resumable: stop it any time (the run in
 # progress resumes from its last checkpoint), start it again, and it only runs what is missing. Never run two
-# trainings at once on a 2-core machine.
+# trainings at once on a 2-core machine. A run whose result line was made with another recipe than the suite now
+# gives it (stale: an lr the grid no longer chooses) is run again; its old line stays in the file as history.
 #   bash benchmarks/quality/run_all.sh            (from the repo root, after scripts/setup.sh)
 # To train from a frozen checkout while developing in another (results and run folders kept in the main one):
 #   git worktree add ../suite-wt HEAD && cd ../suite-wt && PEFTLAB_PYTHON=../main/.venv/bin/python \
@@ -15,7 +16,7 @@ ROOT=${PEFTLAB_BENCH_ROOT:-.}
 export PYTHONPATH="$(pwd)/src${PYTHONPATH:+:$PYTHONPATH}"   # this checkout's code, also in every training process
 bench() {
   "$PYTHON" -m peftlab.cli bench quality run --results "$ROOT/benchmarks/results/quality.jsonl" \
-    --runs-dir "$ROOT/runs/quality" "$@" || echo "[run_all] step failed: $*"
+    --runs-dir "$ROOT/runs/quality" --rerun-stale "$@" || echo "[run_all] step failed: $*"
 }
 bench --protocol lr-grid-e2e
 bench --protocol e2e-mini --seed 0

@@ -69,7 +69,8 @@ def render_benchmarks_doc(suite: Suite, lines: list[dict[str, Any]], planned: li
     results file as the page names it."""
     latest = latest_by_key(lines)
     keys = {spec.key for spec in suite.runs}
-    stale = {p.spec.key for p in planned if p.status == "stale"}  # made with another recipe: not comparable
+    # made with another recipe (stale), or before the lr it should use is decided (waiting): not comparable
+    stale = {p.spec.key for p in planned if p.status == "stale" or (p.status == "waiting" and p.record is not None)}
     current = {k: r for k, r in latest.items() if k in keys and k not in stale}
     res = Results(suite, current)
     made = plots(res) if plots else {}
@@ -174,14 +175,26 @@ def _status(suite: Suite, res: Results, planned: list[PlannedRun], lines: list[d
                                     rows)
     md.append(f"Complete: {', '.join(complete) or 'none'}. Not complete: {', '.join(incomplete) or 'none'}.")
     md.append("")
-    stale = sum(1 for p in planned if p.status == "stale")
+    stale = sum(1 for p in planned if p.status == "stale" or (p.status == "waiting" and p.record is not None))
     md.append(f"The remaining compute is an estimate: the mean train time of the done runs of the same arm in the "
               f"same protocol (else of the protocol). The runs of an lr grid with lr_grid_extend count its extension "
               f"runs once they are needed; the ones not needed are not counted, and the ones not decided yet only "
               f"as \"up to\" (the most that can still run). {len(lines)} result line(s) read: {len(current)} current, "
               f"{len(lines) - len(latest)} superseded by a newer line of the same run, {len(latest) - len(current) - stale} "
               f"ignored (their protocol or arm is no longer in the suite), {stale} stale (made with another recipe "
-              f"than the suite's now: left out of the tables and verdicts until re-run with `--rerun-stale`).")
+              f"than the suite's now, or before its lr grid decided: left out of the tables and verdicts until re-run with `--rerun-stale`).")
+    old = [p for p in planned if p.record is not None and (p.status == "stale" or p.status == "waiting")]
+    if old:
+        md += ["", "Stale result lines (kept in the results file as history, not compared):", ""]
+        rows = []
+        for item in old:
+            record = item.record or {}
+            name = headline(item.spec.task)
+            value = (record.get("metrics") or {}).get(name)
+            rows.append([item.spec.key, f"{record.get('lr', float('nan')):g}",
+                         f"{name} {value:.4f}" if isinstance(value, (int, float)) else "—",
+                         item.reason or item.status])
+        md += _table(["run", "its lr", "headline", "why stale"], rows)
     return md + [""]
 
 
@@ -315,8 +328,12 @@ def _lr_grid_table(suite: Suite, res: Results, protocol: str) -> list[str]:
                  f"outermost grid values on that side), up to {extend} per side, each only while the newest point is still the "
                  f"best. (ext) columns: those lrs; \"—\": not needed, \"?\": decided once the runs before it are "
                  f"done, \"to run\": needed, not run yet")
-    note += (f". **Bold**: the chosen lr, the best mean dev score among the grid"
-             f"{' and its needed extensions' if extend else ''} (ties: the smaller lr), chosen only when all of "
+    tolerance = float(raw.get("lr_select_tolerance", 0.0) or 0.0)
+    rule = (f"the smallest lr whose mean dev score is within {tolerance:.2%} of the best (lr_select_tolerance: a "
+            f"near tie goes to the safer, smaller lr; the extensions still follow the strict best)" if tolerance
+            else "the best mean dev score (ties: the smaller lr)")
+    note += (f". **Bold**: the chosen lr, {rule}, among the grid"
+             f"{' and its needed extensions' if extend else ''}, chosen only when all of "
              f"them are done; it is the lr that {', '.join(users) or 'no protocol'} used for that arm. \"grid edge\": "
              f"the chosen lr is the smallest or largest that ran"
              f"{f' and no extension is left on that side ({extend} per side)' if extend else ''}, so a value beyond "

@@ -88,6 +88,14 @@ def _best_lr(means: dict[float, float]) -> float:
     return max(sorted(means), key=lambda lr: means[lr])
 
 
+def _chosen_lr(means: dict[float, float], tolerance: float) -> float:
+    """The smallest lr whose mean score is within ``tolerance * |best|`` of the best (0: :func:`_best_lr`)."""
+    best = means[_best_lr(means)]
+    if not math.isfinite(best):
+        return _best_lr(means)
+    return min(lr for lr, score in means.items() if score >= best - tolerance * abs(best))
+
+
 def extension_states(suite: Suite, protocol: str, base_arm: str, results: dict[str, dict[str, Any]]
                      ) -> dict[tuple[str, int], ExtensionState]:
     """{(side, k): state} of arm ``base_arm``'s conditional runs beyond its lr grid's edges (empty without
@@ -150,9 +158,13 @@ def choose_lr(spec: RunSpec, suite: Suite, results: dict[str, dict[str, Any]]) -
         return None, (f"waiting for {len(missing)} lr-grid extension run(s) of {spec.lr_from} ({arms}: the best lr "
                       f"is at a grid edge)")
     means = _mean_scores(grid + needed, results)
-    best = _best_lr(means)
+    tolerance = float(suite.protocols.get(spec.lr_from or "", {}).get("lr_select_tolerance", 0.0))
+    best, chosen = _best_lr(means), _chosen_lr(means, tolerance)
     extra = f", {len({run.lr for run in needed})} beyond the grid" if needed else ""
-    return best, f"lr {best:g} from {spec.lr_from} ({len(means)} values{extra}, mean best dev score)"
+    why = f"lr {chosen:g} from {spec.lr_from} ({len(means)} values{extra}, mean best dev score"
+    if chosen != best:
+        why += f"; the best, {best:g}, is less than {tolerance:.2%} ahead: lr_select_tolerance"
+    return chosen, why + ")"
 
 
 def resolved_recipe(spec: RunSpec, suite: Suite, results: dict[str, dict[str, Any]]) -> dict[str, Any] | None:

@@ -15,6 +15,7 @@ A suite file (``benchmarks/quality/suite.yaml``) is a YAML mapping::
         lr_grid: [3.0e-4, 1.0e-3]    # optional: every arm becomes ARM@lr=X (one run per value)
         lr_grid_factors: [0.333, 1, 3]  # optional, instead: X = factor * the arm's recipe lr (same grid size)
         lr_grid_extend: 2            # optional (default 0): up to 2 more lrs beyond an edge the best lr lands on
+        lr_select_tolerance: 0.005   # optional (default 0): the smallest lr within 0.5% of the best score is chosen
         lr_from: lr-grid-e2e         # optional: every arm's optim.lr is the value that protocol's grid chose
         prefix_lengths: [5, 10]      # optional: every arm becomes ARM@L with method_args.num_virtual_tokens = L
         arms:
@@ -33,6 +34,11 @@ that edge runs, ``edge * r`` (``edge / r``) with ``r`` the ratio of the two oute
 (``[0.333, 1, 3, 9]``: x27 above, x0.111 below), rounded to 3 significant digits like the grid; again, up to N times
 per side, each time only while the newest point is still the best. These conditional runs are expanded up front
 (:attr:`RunSpec.grid_extension`, :attr:`RunSpec.extension_side`); the runner decides which are needed.
+
+``lr_select_tolerance: T`` makes the choice conservative, by one rule for every arm: among the grid's lrs (and its
+needed extensions), the smallest whose mean best dev score is within ``T * |best score|`` of the best is chosen. A
+short grid favours the hottest lr that has not diverged yet; a near tie says the grid cannot tell the two apart, and
+the smaller one is the safer choice for a longer run. The extensions still follow the strict best.
 
 Each arm starts from the shipped recipe ``<task>/<model>/<method>`` (``peftlab recipes ls``; built-in defaults if
 there is none). Everything is checked before anything runs: unknown keys, unknown methods, recipe keys and method fields
@@ -54,7 +60,7 @@ from ..train.tasks import TASK_TYPES
 
 SUITE_KEYS = {"version", "description", "protocols"}
 PROTOCOL_KEYS = {"task", "model", "glue_tasks", "seeds", "steps", "compile", "overrides", "lr_grid",
-                 "lr_grid_factors", "lr_grid_extend", "lr_from",
+                 "lr_grid_factors", "lr_grid_extend", "lr_select_tolerance", "lr_from",
                  "prefix_lengths", "arms", "description"}
 ARM_KEYS = {"method", "method_args", "overrides", "seeds", "lr_arm", "baseline", "note"}
 BASELINES = {"template_full"}
@@ -215,6 +221,12 @@ def _expand_protocol(path: Path, name: str, protocol: Any, protocols: dict[str, 
     if extend and len(set(float(v) for v in (lr_grid if lr_grid is not None else factors))) < 2:
         raise ConfigError(f"{where}.lr_grid_extend: needs a grid of at least 2 different values (the step beyond an "
                           "edge is the ratio of the two outermost values)")
+    tolerance = protocol.get("lr_select_tolerance", 0.0)
+    if not isinstance(tolerance, (int, float)) or isinstance(tolerance, bool) or not 0 <= tolerance < 1:
+        raise ConfigError(f"{where}.lr_select_tolerance: expected a relative tolerance in [0, 1) (0.005: 0.5%), got "
+                          f"{tolerance!r}")
+    if tolerance and not has_grid:
+        raise ConfigError(f"{where}.lr_select_tolerance: only with lr_grid or lr_grid_factors")
     lr_from = protocol.get("lr_from")
     if lr_from is not None:
         if lr_from not in protocols or not isinstance(protocols[lr_from], dict) \
