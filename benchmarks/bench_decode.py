@@ -3,15 +3,22 @@
 ``hf_peft_fp32`` is the loop the issue measured: HF peft's LoRA model, the first ``--baseline-limit`` test MRs in
 input order, batch 16, greedy, up to 60 new tokens, no stop at the end of the line. peftlab decodes the same MRs
 (``peftlab_same_mrs``: once per unique MR, batched by prompt length, KV cache, stop at EOS or a line break, with
-the attention kernel `peftlab train` decodes with: sdpa on the CPU), then all 630 test MRs for every ``--runs``
-entry ``WEIGHTS:BEAMS[:old-head]``: frozen weights in fp32 (``float32``) or bf16 (``bfloat16``, what a
-``peftlab train --bf16`` run decodes with), greedy (1) or beam search; ``old-head`` decodes without the contiguous
-LM-head input (``peftlab.generate.contiguous_head_input``), the path before it, to show the outputs are identical
-(each run records an md5 of its outputs). Both models carry the same fresh LoRA adapter (B = 0, so their outputs
-are the base model's). Peak RSS is the process's, after all runs.
+the attention kernel `peftlab train` decodes with: sdpa on the CPU), then the first ``--limit`` unique test MRs for
+every ``--runs`` entry ``WEIGHTS:BEAMS[:VARIANT]``: frozen weights in fp32 (``float32``) or bf16 (``bfloat16``, what
+a ``peftlab train --bf16`` run decodes with), greedy (1) or beam search, and the variant:
+
+- none: peftlab's decoding engine (``generate_texts(engine="peftlab")``: its own greedy loop that drops finished
+  rows, beam search on a KV cache that grows in place);
+- ``transformers``: the same batches through plain ``model.generate`` (``engine="transformers"``), the reference;
+- ``old-head``: peftlab's engine without the contiguous LM-head input (``peftlab.generate.contiguous_head_input``).
+
+Each run records an md5 of its outputs, and every variant is compared with the engine run of the same
+WEIGHTS:BEAMS (``same_outputs_as``). The model carries a fresh LoRA adapter (B = 0: the base model's outputs), or
+with ``--adapter DIR`` a trained one (a run folder's ``adapter/``; its outputs are what a report would score). The
+entries run in the order given, in one process; peak RSS is the process's, after all runs.
 
     .venv/bin/python benchmarks/bench_decode.py [--limit 630] [--batch-size 64] [--baseline-limit 64]
-        [--runs bfloat16:1 bfloat16:1:old-head bfloat16:4 float32:1]
+        [--runs bfloat16:1 bfloat16:1:transformers bfloat16:4 bfloat16:4:transformers] [--adapter RUN/adapter]
 """
 from __future__ import annotations
 
@@ -24,6 +31,9 @@ import time
 from pathlib import Path
 
 import torch
+
+
+VARIANTS = ("transformers", "old-head")
 
 
 def hf_peft_decode(prompts: list[str], tokenizer, batch_size: int, max_new_tokens: int) -> list[str]:
@@ -49,8 +59,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--limit", type=int, default=630, help="test MRs to decode (630 = all)")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--runs", nargs="+", default=["bfloat16:1", "bfloat16:1:old-head", "bfloat16:4", "float32:1"],
-                        help="WEIGHTS:BEAMS[:old-head] entries, WEIGHTS float32 or bfloat16")
+    parser.add_argument("--runs", nargs="+", default=["bfloat16:1", "bfloat16:1:transformers", "bfloat16:4",
+                                                      "bfloat16:4:transformers"],
+                        help="WEIGHTS:BEAMS[:VARIANT] entries: WEIGHTS float32 or bfloat16, VARIANT transformers "
+                             "(plain generate) or old-head")
+    parser.add_argument("--beam-limit", type=int, default=None,
+                        help="decode only the first N MRs in the beam-search entries (default: --limit)")
+    parser.add_argument("--adapter", default=None, help="a saved adapter folder (a run's adapter/) instead of a "
+                                                         "fresh LoRA")
     parser.add_argument("--max-new-tokens", type=int, default=60)
     parser.add_argument("--baseline-limit", type=int, default=64, help="MRs for the HF peft loop (0: skip it)")
     parser.add_argument("--data-dir", default=os.environ.get("PEFTLAB_DATA_DIR", "../shared/data"))
@@ -60,13 +76,13 @@ def main() -> None:
     for entry in args.runs:
         parts = entry.split(":")
         if (len(parts) not in (2, 3) or parts[0] not in ("float32", "bfloat16") or not parts[1].isdigit()
-                or int(parts[1]) < 1 or (len(parts) == 3 and parts[2] != "old-head")):
-            parser.error(f"--runs {entry!r}: expected WEIGHTS:BEAMS[:old-head] with WEIGHTS float32 or bfloat16 and "
-                         "BEAMS >= 1, e.g. bfloat16:4")
-        runs.append((parts[0], int(parts[1]), len(parts) == 3))
+                or int(parts[1]) < 1 or (len(parts) == 3 and parts[2] not in VARIANTS)):
+            parser.error(f"--runs {entry!r}: expected WEIGHTS:BEAMS[:VARIANT] with WEIGHTS float32 or bfloat16, "
+                         f"BEAMS >= 1 and VARIANT one of {', '.join(VARIANTS)}, e.g. bfloat16:4:transformers")
+        runs.append((parts[0], int(parts[1]), parts[2] if len(parts) == 3 else ""))
     import peftlab.generate
     from peftlab.train.speed import cast_frozen_weights
-    from peftlab import LoraConfig, get_peft_model
+    from peftlab import LoraConfig, PeftModel, get_peft_model
     from peftlab.data import linearize_mr, load_e2e
     from peftlab.generate import generate_texts
     from peftlab.train.speed import decoding_attn_implementation, resolve_attn_implementation
@@ -88,8 +104,14 @@ def main() -> None:
 
     attention = decoding_attn_implementation("auto") or resolve_attn_implementation("auto")  # as `peftlab train`
     results["attn_implementation"] = attention
-    model = get_peft_model(load_model("smollm2-135m", attn_implementation=attention),
-                           LoraConfig(r=4, lora_alpha=32, target_modules=["q", "v"]))
+    def fresh_model():
+        base = load_model("smollm2-135m", attn_implementation=attention)
+        if args.adapter:
+            return PeftModel.from_pretrained(base, args.adapter)
+        return get_peft_model(base, LoraConfig(r=4, lora_alpha=32, target_modules=["q", "v"]))
+
+    results["adapter"] = args.adapter or "fresh LoRA r=4 q,v (B = 0)"
+    model = fresh_model()
     if args.baseline_limit:
         subset = prompts[: args.baseline_limit]
         start = time.perf_counter()
@@ -102,28 +124,39 @@ def main() -> None:
         base, ours = results["runs"]["hf_peft_fp32"]["seconds"], results["runs"]["peftlab_same_mrs"]["seconds"]
         print(f"peftlab vs HF peft on the same {len(subset)} MRs: {base / ours:.1f}x faster")
     unique = list(dict.fromkeys(prompts))[: args.limit]
-    for spec in runs:
-        weights, beams, old_head = spec
-        model = get_peft_model(load_model("smollm2-135m", attn_implementation=attention),
-                               LoraConfig(r=4, lora_alpha=32, target_modules=["q", "v"]))
+    engine_md5: dict[tuple[str, int], str] = {}
+    for weights, beams, variant in runs:
+        model = fresh_model()
         if weights == "bfloat16":
             cast_frozen_weights(model, torch.bfloat16)
         head = model.model.get_output_embeddings()
         saved_hook = peftlab.generate.contiguous_head_input
-        if old_head:
+        if variant == "old-head":
             head._forward_pre_hooks.clear()
             peftlab.generate.contiguous_head_input = lambda m: False
         batch_size = args.batch_size if beams == 1 else max(1, args.batch_size // 2)
+        inputs = unique if beams == 1 or args.beam_limit is None else unique[: args.beam_limit]
+        engine = "transformers" if variant == "transformers" else "peftlab"
         try:
             start = time.perf_counter()
-            outputs = generate_texts(model, tokenizer, unique, num_beams=beams, max_new_tokens=args.max_new_tokens,
-                                     batch_size=batch_size, progress=True)
+            outputs = generate_texts(model, tokenizer, inputs, num_beams=beams, max_new_tokens=args.max_new_tokens,
+                                     batch_size=batch_size, progress=True, engine=engine)
             seconds = time.perf_counter() - start
         finally:
             peftlab.generate.contiguous_head_input = saved_hook
-        name = f"peftlab_{weights}_beams_{beams}" + ("_old_head" if old_head else "")
-        record(name, seconds, outputs, batch_size=batch_size, beams=beams, weights=weights,
-               outputs_md5=hashlib.md5("\n".join(outputs).encode()).hexdigest())
+        name = f"peftlab_{weights}_beams_{beams}" + (f"_{variant.replace('-', '_')}" if variant else "")
+        md5 = hashlib.md5("\n".join(outputs).encode()).hexdigest()
+        extra = {}
+        if not variant:
+            engine_md5[(weights, beams, len(inputs))] = md5
+        elif (weights, beams, len(inputs)) in engine_md5:
+            reference = engine_md5[(weights, beams, len(inputs))]
+            extra["same_outputs_as"] = {f"peftlab_{weights}_beams_{beams}": reference == md5}
+        record(name, seconds, outputs, batch_size=batch_size, beams=beams, weights=weights, engine=engine,
+               outputs_md5=md5, **extra)
+        if extra:
+            print(f"  same outputs as peftlab's engine: {next(iter(extra['same_outputs_as'].values()))}")
+        del model
     from peftlab.train.rundir import peak_memory_mb
 
     results["peak_rss_mb"] = peak_memory_mb()

@@ -183,3 +183,29 @@ def test_runner_picks_the_grid_lr_resumes_and_never_double_counts(tmp_path, shar
                                                                    "[0.9, 0.98]}}"))
     statuses = {p.spec.protocol: p.status for p in plan(load_suite(path), results, runs)}
     assert statuses == {"grid": "done", "main": "stale"}
+
+
+def test_a_field_added_later_at_its_default_does_not_make_a_line_stale():
+    """Result lines written before a recipe field existed lack it; at its default they are current (method_args are
+    stored as the suite gives them, not filled in, so a new method field never shows up there)."""
+    from peftlab.bench.runner import _normalised, same_recipe
+
+    current = _normalised({"task": "e2e", "method": "lora", "optim": {"lr": 0.003}, "method_args": {"r": 4}})
+    older = json.loads(json.dumps(current))
+    del older["run"]["checkpoint_every"]  # a recipe field at its default (None)
+    assert same_recipe(older, current)
+    # the same missing field at another value than its default is another recipe
+    changed = json.loads(json.dumps(current))
+    changed["run"]["checkpoint_every"] = 50
+    assert not same_recipe(older, changed)
+    # any value that differs, or a field the current recipe no longer has, makes it stale
+    other_lr = json.loads(json.dumps(older))
+    other_lr["optim"]["lr"] = 0.009
+    assert not same_recipe(other_lr, current)
+    gone = json.loads(json.dumps(current))
+    gone["optim"]["a_removed_field"] = 1
+    assert not same_recipe(gone, current)
+    # machine-specific paths never count
+    moved = json.loads(json.dumps(current))
+    moved["data"]["data_dir"] = "/elsewhere"
+    assert same_recipe(moved, current)

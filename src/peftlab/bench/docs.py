@@ -182,7 +182,8 @@ def _status(suite: Suite, res: Results, planned: list[PlannedRun], lines: list[d
               f"as \"up to\" (the most that can still run). {len(lines)} result line(s) read: {len(current)} current, "
               f"{len(lines) - len(latest)} superseded by a newer line of the same run, {len(latest) - len(current) - stale} "
               f"ignored (their protocol or arm is no longer in the suite), {stale} stale (made with another recipe "
-              f"than the suite's now, or before its lr grid decided: left out of the tables and verdicts until re-run with `--rerun-stale`).")
+              f"than the suite's now, or before its lr grid decided: left out of the tables and verdicts until re-run "
+              f"with `--rerun-stale`).")
     old = [p for p in planned if p.record is not None and (p.status == "stale" or p.status == "waiting")]
     if old:
         md += ["", "Stale result lines (kept in the results file as history, not compared):", ""]

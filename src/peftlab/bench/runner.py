@@ -68,6 +68,36 @@ def comparable_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
+_ABSENT = object()
+
+
+def same_recipe(stored: dict[str, Any], current: dict[str, Any]) -> bool:
+    """Whether a result line's (or run folder's) ``stored`` recipe is the ``current`` one (both normalised, every
+    field spelled out). A field the stored recipe lacks counts as equal when the current value is that field's
+    default: the line was written before the field existed, and a new field's default keeps the old behaviour, so
+    adding a recipe or method field does not make every result stale. Any other difference does."""
+    stored, current = comparable_recipe(stored), comparable_recipe(current)
+    defaults: dict[str, Any] | None = None
+    for section in set(stored) | set(current):
+        old, new = stored.get(section, _ABSENT), current.get(section, _ABSENT)
+        if not (isinstance(old, dict) and isinstance(new, dict)):
+            if old != new:
+                return False
+            continue
+        for key in set(old) | set(new):
+            if key in old and key in new:
+                if old[key] != new[key]:
+                    return False
+            elif key in old:  # a field the current recipe no longer has: cannot tell what it meant
+                return False
+            else:
+                if defaults is None:
+                    defaults = _normalised({"task": current.get("task", "e2e"), "method": current.get("method")})
+                if new[key] != (defaults.get(section) or {}).get(key, _ABSENT):
+                    return False
+    return True
+
+
 def selection_score(record: dict[str, Any]) -> float | None:
     """The best dev score of a result line, higher is better (E2E: minus the dev loss)."""
     value = record.get("selection")
@@ -211,8 +241,7 @@ def plan(suite: Suite, results_path: Path, runs_dir: Path, select: Callable[[Run
             continue
         if record is not None:
             # a line without a recipe (written by hand or by an older runner) cannot be judged: taken as current
-            same = "recipe" not in record or comparable_recipe(record["recipe"]) == comparable_recipe(
-                _normalised(recipe))
+            same = "recipe" not in record or same_recipe(record["recipe"], _normalised(recipe))
             planned.append(PlannedRun(spec, "done" if same else "stale",
                                       "" if same else "its result line was made with another recipe", record))
             continue
@@ -333,7 +362,7 @@ def _folder_recipe_matches(run_dir: Path, recipe: dict[str, Any]) -> bool:
         return False
     from ..train.rundir import _comparable
 
-    return _comparable(comparable_recipe(previous)) == _comparable(comparable_recipe(_normalised(recipe)))
+    return same_recipe(_comparable(previous), _comparable(_normalised(recipe)))
 
 
 def _normalised(recipe: dict[str, Any]) -> dict[str, Any]:
