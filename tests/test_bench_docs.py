@@ -372,6 +372,14 @@ def test_arm_table_rows_and_template(tmp_path, suite):
     solo = row(table, "solo")
     assert solo[2:5] == ["100,000", "0.43×", "1,000"] and solo[5] == "0.6250 ± 0.0071"
     assert row(table, "solo-r4")[1] == "0/3"
+    # the budget check: LoRA (mean 0.605 BLEU, the other metrics equal) against the template floor
+    assert ("Budget check: LoRA (2 seeds) minus the template row: BLEU +0.0388, NIST +0, METEOR +0, ROUGE_L +0, "
+            "CIDEr +0. LoRA is above the floor on 1 of 5 metrics only") in table
+    above = seeds("e2e-mini", "e2e", "lora", [0.60])
+    for record in above:
+        record["metrics"] = {"BLEU": 0.6, "NIST": 9.0, "METEOR": 0.5, "ROUGE_L": 0.8, "CIDEr": 2.5}
+    table = section(render(tmp_path, suite, above + records[-1:])[0], "## Protocol `e2e-mini`")
+    assert "LoRA is above the floor on every metric." in table
 
 
 def test_minimal_and_odd_lines_render(tmp_path, suite):

@@ -263,7 +263,28 @@ def _arm_table(res: Results, protocol: str, task: str) -> list[str]:
              "headline first" + ("; BLEU, METEOR and ROUGE_L are fractions in [0, 1]." if task == "e2e" else ".")]
     if solo_t:
         notes.append("final t: Solo's homotopy coefficient at the last logged step (1 = the full connection).")
-    return _table(header, rows) + notes + [""]
+    return _table(header, rows) + notes + _floor_check(res, protocol, task, arms, names) + [""]
+
+
+def _floor_check(res: Results, protocol: str, task: str, arms: Sequence[str], names: Sequence[str]) -> list[str]:
+    """Whether the budget is enough: the reference arm (LoRA) against the template floor, metric by metric."""
+    floor = next((a for a in arms if any(r.get("trainable_params") == 0 for r in res.get(protocol, task, a))), None)
+    if task != "e2e" or floor is None or "lora" not in arms or not res.get(protocol, task, "lora"):
+        return []
+    parts, above = [], 0
+    for name in names:
+        ours, base = stat(res.values(protocol, task, "lora", name)), stat(res.values(protocol, task, floor, name))
+        if ours.mean is None or base.mean is None:
+            continue
+        diff = ours.mean - base.mean
+        above += diff > 0
+        parts.append(f"{name} {diff:+.4g}")
+    n = len(res.get(protocol, task, "lora"))
+    verdict = ("LoRA is above the floor on every metric" if above == len(parts)
+               else f"LoRA is above the floor on {above} of {len(parts)} metrics only: the budget does not yet make "
+                    f"LoRA clearly better than the template system")
+    return ["", f"Budget check: LoRA ({n} seed{'s' if n != 1 else ''}) minus the {floor} row: {', '.join(parts)}. "
+                f"{verdict}."]
 
 
 def _lr_grid_table(suite: Suite, res: Results, protocol: str) -> list[str]:

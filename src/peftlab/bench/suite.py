@@ -25,6 +25,7 @@ A suite file (``benchmarks/quality/suite.yaml``) is a YAML mapping::
             overrides: {optim.weight_decay: 0.0}
             seeds: [0]               # optional: this arm's own seeds
             lr_arm: lora             # the lr_from protocol's arm whose choice applies (default: the arm's name)
+            compile: false           # optional: this arm's own compile choice (default: the protocol's)
           template:
             baseline: template_full  # not trained: the official scores of a fixed hypothesis file (E2E)
 
@@ -62,7 +63,7 @@ SUITE_KEYS = {"version", "description", "protocols"}
 PROTOCOL_KEYS = {"task", "model", "glue_tasks", "seeds", "steps", "compile", "overrides", "lr_grid",
                  "lr_grid_factors", "lr_grid_extend", "lr_select_tolerance", "lr_from",
                  "prefix_lengths", "arms", "description"}
-ARM_KEYS = {"method", "method_args", "overrides", "seeds", "lr_arm", "baseline", "note"}
+ARM_KEYS = {"method", "method_args", "overrides", "seeds", "lr_arm", "compile", "baseline", "note"}
 BASELINES = {"template_full"}
 """Rows that are not trained: keys of ``data/e2e/metric_check/official_scores.json``."""
 
@@ -288,7 +289,10 @@ def _expand_protocol(path: Path, name: str, protocol: Any, protocols: dict[str, 
             if task == "glue":
                 shared.append(f"data.glue_task={glue_task}")
             arm_overrides = arm_overrides_of(arm, arm_where)
-            use_compile = _compile_choice(compile_choice, method, recipe, arm_where)
+            arm_compile = arm.get("compile", compile_choice)
+            if arm_compile not in ("auto", True, False):
+                raise ConfigError(f"{arm_where}.compile: expected auto, true or false, got {arm_compile!r}")
+            use_compile = _compile_choice(arm_compile, method, recipe, arm_where)
             for arm_label, extra, lr, length, (side, k) in variants:
                 for seed in arm_seeds:
                     overrides = shared + base_overrides + arm_overrides + extra + [f"run.seed={seed}",

@@ -55,26 +55,41 @@ def cast_frozen_weights(peft_model, dtype: torch.dtype) -> int:
 
 def compile_blocks(peft_model) -> int:
     """``torch.compile`` every transformer block in place (regional compilation: one graph serves all blocks, shapes
-    are dynamic, so the varying batch lengths of dynamic padding do not recompile). Returns the number of blocks."""
+    are dynamic, so the varying batch lengths of dynamic padding do not recompile). A method whose tuner says
+    ``compile_scope = "outside-attention"`` (the prefix methods) gets each block's FFN and norms compiled instead,
+    its attention eager. Returns the number of blocks."""
     refuse_uncompilable(peft_model.peft_config.values())
     targets = _compile_targets(peft_model)
-    for block in targets:
-        block.compile(dynamic=True)
+    for module in (m for modules in targets for m in modules):
+        module.compile(dynamic=True)
     return len(targets)
 
 
 def uncompile_blocks(peft_model) -> None:
     """Undo :func:`compile_blocks` (decoding with a KV cache would recompile the blocks at every new length)."""
-    for block in _compile_targets(peft_model):
-        block._compiled_call_impl = None  # what nn.Module.compile sets
+    for module in (m for modules in _compile_targets(peft_model) for m in modules):
+        module._compiled_call_impl = None  # what nn.Module.compile sets
 
 
-def _compile_targets(peft_model) -> list[torch.nn.Module]:
+def compile_scope(peft_model) -> str:
+    """``"block"``, or ``"outside-attention"`` when any of the model's adapters needs its attention eager."""
+    scopes = {get_method(config).tuner_cls.compile_scope for config in peft_model.peft_config.values()}
+    return "outside-attention" if "outside-attention" in scopes else "block"
+
+
+def _compile_targets(peft_model) -> list[list[torch.nn.Module]]:
+    """The modules to compile, per block: the block itself, or its FFN and norms (:func:`compile_scope`)."""
     from ..tuners.base import AdapterLayer
 
+    layout = get_layout(peft_model.model)
+    outside_attention = compile_scope(peft_model) == "outside-attention"
+    roles = [layout.layout.ffn, layout.layout.attn_norm, layout.layout.ffn_norm]
     targets = []
-    for block in get_layout(peft_model.model).blocks():
+    for block in layout.blocks():
         while isinstance(block, AdapterLayer) and not block.attached:  # a block wrapper (Solo) keeps its Python-side
             block = block.base_layer  # bookkeeping outside the graph: compile the transformers block it wraps
-        targets.append(block)
+        if outside_attention:
+            targets.append([block.get_submodule(path) for path in roles if path])
+        else:
+            targets.append([block])
     return targets

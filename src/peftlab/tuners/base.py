@@ -214,6 +214,10 @@ class Tuner:
     supports_compile: ClassVar[bool] = True
     """Whether ``torch.compile`` of the transformer blocks (``run.compile``) computes the same steps as eager mode
     (checked for each shipped method in tests/test_compile.py)."""
+    compile_scope: ClassVar[str] = "block"
+    """What ``run.compile`` compiles in each block: ``"block"``, the whole block (one graph); ``"outside-attention"``,
+    the block's FFN and norms (layout roles ``ffn``, ``attn_norm``, ``ffn_norm``) while its attention stays eager,
+    for a method whose attention reads state that changes outside the block's inputs (the prefix methods)."""
 
     @classmethod
     def inject(cls, model: nn.Module, config: "PeftConfig", adapter_name: str, layout: "ResolvedLayout",
