@@ -37,11 +37,27 @@ def write_suite(tmp_path: Path, body: str) -> Path:
     ("p: {task: e2e, steps: 0, arms: {a: {method: lora}}}", r"steps: expected a positive"),
     ("p: {task: e2e, lr_grid: [], arms: {a: {method: lora}}}", r"lr_grid: expected a non-empty list"),
     ("p: {task: e2e, arms: {t: {baseline: oracle}}}", r"baseline: expected one of"),
-    ("p: {task: e2e, compile: true, arms: {a: {method: prefix}}}", r"does not support run.compile"),
+    ("p: {task: e2e, arms: {a: {method: lora, compile: sometimes}}}", r"p\.arms\.a\.compile: expected auto"),
 ])
 def test_bad_suite_files_fail_before_anything_runs(tmp_path, body, message):
     with pytest.raises(ConfigError, match=message):
         load_suite(write_suite(tmp_path, body))
+
+
+def test_compile_true_for_a_method_without_compile_support_fails_before_anything_runs(tmp_path, monkeypatch):
+    from peftlab.tuners.lora.model import LoraTuner
+
+    monkeypatch.setattr(LoraTuner, "supports_compile", False)
+    with pytest.raises(ConfigError, match="does not support run.compile"):
+        load_suite(write_suite(tmp_path, "p: {task: e2e, compile: true, arms: {a: {method: lora}}}"))
+    # auto leaves it eager; an arm's own choice wins over the protocol's
+    suite = load_suite(write_suite(tmp_path, "p: {task: e2e, compile: auto, arms: {a: {method: lora}}}"))
+    assert suite.runs[0].compile is False
+    monkeypatch.undo()
+    suite = load_suite(write_suite(tmp_path, "p: {task: e2e, compile: auto, arms: {a: {method: lora}, "
+                                             "b: {method: prefix, compile: false}}}"))
+    assert [(r.arm, r.compile, r.recipe["run"]["compile"]) for r in suite.runs] == [("a", True, True),
+                                                                                   ("b", False, False)]
 
 
 def test_missing_or_malformed_suite_file(tmp_path):
@@ -89,7 +105,7 @@ def test_the_shipped_suite_loads_and_matches_its_claims():
             "houlsby", "bitfit", "full"} <= set(mini)
     assert all(r.recipe["optim"]["max_steps"] == 1000 for r in mini.values() if not r.baseline)
     assert all(r.recipe["run"]["bf16"] is True for r in mini.values() if not r.baseline)
-    assert mini["lora"].compile and not mini["prefix"].compile  # compile exactly where supported
+    assert mini["lora"].compile and not mini["prefix"].compile  # the prefix arms pinned eager (seed 0 ran so)
     assert {r.seed for r in suite.protocol_runs("e2e-mini") if r.arm == "lora"} == {0, 1, 2}
     lengths = {r.prefix_length for r in suite.protocol_runs("prefix-length")}
     assert lengths == {5, 10, 20, 50, 100}
