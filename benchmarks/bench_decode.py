@@ -12,10 +12,10 @@ a ``peftlab train --bf16`` run decodes with), greedy (1) or beam search, and the
 - ``transformers``: the same batches through plain ``model.generate`` (``engine="transformers"``), the reference;
 - ``old-head``: peftlab's engine without the contiguous LM-head input (``peftlab.generate.contiguous_head_input``).
 
-Each run records an md5 of its outputs, and every variant is compared with the engine run of the same
-WEIGHTS:BEAMS (``same_outputs_as``). The model carries a fresh LoRA adapter (B = 0: the base model's outputs), or
-with ``--adapter DIR`` a trained one (a run folder's ``adapter/``; its outputs are what a report would score). The
-entries run in the order given, in one process; peak RSS is the process's, after all runs.
+Each run records an md5 of its outputs and is compared with every earlier run of the same WEIGHTS:BEAMS on the same
+MRs (``same_outputs_as``), so either engine may go first. The model carries a fresh LoRA adapter (B = 0: the base
+model's outputs), or with ``--adapter DIR`` a trained one (a run folder's ``adapter/``; its outputs are what a report
+would score). The entries run in the order given, in one process; peak RSS is the process's, after all runs.
 
     .venv/bin/python benchmarks/bench_decode.py [--limit 630] [--batch-size 64] [--baseline-limit 64]
         [--runs bfloat16:1 bfloat16:1:transformers bfloat16:4 bfloat16:4:transformers] [--adapter RUN/adapter]
@@ -99,7 +99,7 @@ def main() -> None:
         words = sum(len(o.split()) for o in outputs) / max(len(outputs), 1)
         results["runs"][name] = {"n_mrs": len(outputs), "seconds": seconds, "mrs_per_second": len(outputs) / seconds,
                                  "mean_words": words, **extra}
-        print(f"{name:<22} {len(outputs):>4} MRs in {seconds:7.1f} s ({len(outputs) / seconds:6.2f} MR/s, "
+        print(f"{name:<38} {len(outputs):>4} MRs in {seconds:7.1f} s ({len(outputs) / seconds:6.2f} MR/s, "
               f"{words:.1f} words/output)", flush=True)
 
     attention = decoding_attn_implementation("auto") or resolve_attn_implementation("auto")  # as `peftlab train`
@@ -124,7 +124,7 @@ def main() -> None:
         base, ours = results["runs"]["hf_peft_fp32"]["seconds"], results["runs"]["peftlab_same_mrs"]["seconds"]
         print(f"peftlab vs HF peft on the same {len(subset)} MRs: {base / ours:.1f}x faster")
     unique = list(dict.fromkeys(prompts))[: args.limit]
-    engine_md5: dict[tuple[str, int], str] = {}
+    engine_md5: dict[tuple[str, int, int], dict[str, str]] = {}
     for weights, beams, variant in runs:
         model = fresh_model()
         if weights == "bfloat16":
@@ -147,15 +147,14 @@ def main() -> None:
         name = f"peftlab_{weights}_beams_{beams}" + (f"_{variant.replace('-', '_')}" if variant else "")
         md5 = hashlib.md5("\n".join(outputs).encode()).hexdigest()
         extra = {}
-        if not variant:
-            engine_md5[(weights, beams, len(inputs))] = md5
-        elif (weights, beams, len(inputs)) in engine_md5:
-            reference = engine_md5[(weights, beams, len(inputs))]
-            extra["same_outputs_as"] = {f"peftlab_{weights}_beams_{beams}": reference == md5}
+        earlier = engine_md5.setdefault((weights, beams, len(inputs)), {})
+        if earlier:  # the runs of the same WEIGHTS:BEAMS on the same MRs before this one
+            extra["same_outputs_as"] = {other: other_md5 == md5 for other, other_md5 in earlier.items()}
+        earlier[name] = md5
         record(name, seconds, outputs, batch_size=batch_size, beams=beams, weights=weights, engine=engine,
                outputs_md5=md5, **extra)
-        if extra:
-            print(f"  same outputs as peftlab's engine: {next(iter(extra['same_outputs_as'].values()))}")
+        for other, same in extra.get("same_outputs_as", {}).items():
+            print(f"  same outputs as {other}: {same}")
         del model
     from peftlab.train.rundir import peak_memory_mb
 

@@ -32,11 +32,20 @@ _NEUTRAL_SETTINGS: dict[str, tuple] = {
 
 
 def transformers_model(model: torch.nn.Module) -> torch.nn.Module:
-    """The ``transformers`` model inside ``model`` (a PeftModel wraps it; a transformers model is itself)."""
-    inner = model
-    while not hasattr(inner, "get_output_embeddings") and hasattr(inner, "model"):
-        inner = inner.model
-    return inner
+    """The ``transformers`` model inside ``model`` (a PeftModel wraps it; a transformers model is itself). Found by
+    type, not by attributes: a PeftModel delegates ``get_output_embeddings`` and friends to the model it wraps, and
+    the forward signature that matters (``logits_to_keep``) is the transformers model's."""
+    from transformers import PreTrainedModel
+
+    inner, seen = model, set()
+    while not isinstance(inner, PreTrainedModel) and id(inner) not in seen:
+        seen.add(id(inner))
+        host = inner.__dict__.get("_modules", {}).get("base_model")  # PeftModel.base_model: the TunerHost
+        nested = host if host is not None else inner.__dict__.get("_modules", {}).get("model")
+        if nested is None:
+            return model  # not a wrapper we know: the model itself
+        inner = nested
+    return inner if isinstance(inner, PreTrainedModel) else model
 
 
 def fast_greedy_blocker(model: torch.nn.Module) -> str | None:
@@ -96,8 +105,11 @@ def greedy_generate(model: torch.nn.Module, input_ids: torch.Tensor, attention_m
         if use_positions:
             kwargs["position_ids"] = step_positions
         logits = model(input_ids=step_input.contiguous(), **kwargs).logits
-        scores = logits[:, -1].to(dtype=torch.float32)  # (B', V)
+        # generate takes the argmax of an fp32 copy; upcasting is exact and argmax keeps the first maximum in both
+        # dtypes, so the model's own dtype picks the same tokens without a (B', V) copy per step
+        scores = logits[:, -1]  # (B', V)
         if step == 0 and suppress.numel():
+            scores = scores.clone()
             scores[:, suppress] = float("-inf")
         tokens = scores.argmax(dim=-1)  # (B',)
         tokens = torch.where(done, torch.full_like(tokens, pad_token_id), tokens)
