@@ -7,8 +7,8 @@ the attention kernel `peftlab train` decodes with: sdpa on the CPU), then the fi
 every ``--runs`` entry ``WEIGHTS:BEAMS[:VARIANT]``: frozen weights in fp32 (``float32``) or bf16 (``bfloat16``, what
 a ``peftlab train --bf16`` run decodes with), greedy (1) or beam search, and the variant:
 
-- none: peftlab's decoding engine (``generate_texts(engine="peftlab")``: its own greedy loop that drops finished
-  rows, beam search on a KV cache that grows in place);
+- none: peftlab's decoding engine (``generate_texts(engine="peftlab")``: its own greedy loop, on a KV cache that
+  grows in place, that drops finished rows; beam search is ``generate``'s in both engines);
 - ``transformers``: the same batches through plain ``model.generate`` (``engine="transformers"``), the reference;
 - ``old-head``: peftlab's engine without the contiguous LM-head input (``peftlab.generate.contiguous_head_input``).
 

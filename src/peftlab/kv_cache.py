@@ -9,9 +9,11 @@ decoding with it gives byte-identical outputs (``tests/test_generate.py`` checks
 ``DynamicCache``; ``tests/test_method_contract.py`` checks beam search on it, for every method).
 
 It is a ``DynamicCache`` to the model (the same class checks, the same mask sizes), so ``model.generate(...,
-past_key_values=GrowingCache(capacity))`` uses it, and so does :func:`peftlab.generate.generate_texts`. When a write
-would pass the capacity the buffer doubles (a copy, as ``torch.cat`` would have done), so a wrong capacity is slow,
-never wrong.
+past_key_values=GrowingCache(capacity))`` uses it, and so does peftlab's greedy loop
+(:func:`peftlab.greedy.greedy_generate`). When a write would pass the capacity the buffer doubles (a copy, as
+``torch.cat`` would have done), so a wrong capacity is slow, never wrong. Beam search reorders the rows at every step,
+which copies whole buffers here (unfilled slots too), so :func:`peftlab.generate.generate_texts` leaves beam search on
+``DynamicCache`` (it was faster: docs/training.md).
 """
 from __future__ import annotations
 
