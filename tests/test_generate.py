@@ -81,3 +81,30 @@ def test_generate_texts_engines_agree_on_real_text(num_beams):
     want = generate_texts(model, tokenizer, prompts, engine="transformers", **kwargs)
     got = generate_texts(model, tokenizer, prompts, engine="peftlab", **kwargs)
     assert got == want and len(got) == 4 and got[1] == got[3]
+
+
+@pytest.mark.parametrize("engine", ["peftlab", "transformers"])
+def test_the_recipe_picks_the_decoding_engine(engine, shared_data, tmp_path, monkeypatch):
+    """decode.engine reaches generate_texts from an E2E run's final evaluation; an unknown engine is a recipe error."""
+    import peftlab.metrics.e2e as e2e_metrics
+    from peftlab import ConfigError
+    from peftlab.train import tasks
+    from peftlab.train.recipe import recipe_from_dict
+
+    recipe = recipe_from_dict({"task": "e2e", "data": {"data_dir": str(shared_data), "eval_limit": 2,
+                                                       "train_limit": 2, "dev_limit": 2},
+                               "decode": {"engine": engine}})
+    seen: dict[str, object] = {}
+
+    def fake_generate(model, tokenizer, prompts, **kwargs):
+        seen.update(kwargs)
+        return ["text"] * len(prompts)
+
+    monkeypatch.setattr(tasks, "generate_texts", fake_generate)
+    monkeypatch.setattr(e2e_metrics, "score_e2e", lambda predictions, refs: type("S", (), {"as_dict": dict})())
+    task = tasks.E2ETask(recipe)
+    task.final_eval(None, None, tmp_path, progress=False)
+    assert seen["engine"] == engine
+    assert (tmp_path / "predictions.txt").read_text() == "text\ntext\n"
+    with pytest.raises(ConfigError, match=r"decode\.engine: expected one of \['peftlab', 'transformers'\]"):
+        recipe_from_dict({"decode": {"engine": "vllm"}})

@@ -104,6 +104,9 @@ class DecodeArgs:
     """Beam-search length penalty (LoRA paper 0.9, its repo 0.8)."""
     batch_size: int = 32
     """Inputs decoded together."""
+    engine: Literal["peftlab", "transformers"] = "peftlab"
+    """Greedy decoding loop: peftlab's (``generate``'s tokens byte for byte, faster) or plain ``generate``; beam
+    search is ``generate`` either way (docs/training.md, Speed)."""
 
 
 @dataclass
