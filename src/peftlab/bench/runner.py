@@ -75,7 +75,8 @@ def same_recipe(stored: dict[str, Any], current: dict[str, Any]) -> bool:
     """Whether a result line's (or run folder's) ``stored`` recipe is the ``current`` one (both normalised, every
     field spelled out). A field the stored recipe lacks counts as equal when the current value is that field's
     default: the line was written before the field existed, and a new field's default keeps the old behaviour, so
-    adding a recipe or method field does not make every result stale. Any other difference does."""
+    adding a recipe field does not make every result stale (method_args are kept as the suite gives them, not filled
+    in, so a new method field never shows up). Any other difference does."""
     stored, current = comparable_recipe(stored), comparable_recipe(current)
     defaults: dict[str, Any] | None = None
     for section in set(stored) | set(current):
