@@ -380,6 +380,15 @@ def test_arm_table_rows_and_template(tmp_path, suite):
         record["metrics"] = {"BLEU": 0.6, "NIST": 9.0, "METEOR": 0.5, "ROUGE_L": 0.8, "CIDEr": 2.5}
     table = section(render(tmp_path, suite, above + records[-1:])[0], "## Protocol `e2e-mini`")
     assert "LoRA is above the floor on every metric." in table
+    assert "Stability: no run's dev loss rose" in table
+
+
+def test_a_dev_loss_spike_is_named(tmp_path, suite):
+    records = seeds("e2e-mini", "e2e", "lora", [0.60], curves={"dev": [[0, 4.6], [100, 3.16], [200, 3.41], [300, 3.0]]})
+    records += seeds("e2e-mini", "e2e", "solo", [0.62], curves={"dev": [[0, 4.6], [100, 3.0], [200, 3.1], [300, 2.9]]})
+    table = section(render(tmp_path, suite, records)[0], "## Protocol `e2e-mini`")
+    assert "Unstable runs" in table and "lora seed 0 (step 200: 3.160 -> 3.410)" in table
+    assert "solo seed" not in table  # +3.3 % is below the 5 % mark
 
 
 def test_minimal_and_odd_lines_render(tmp_path, suite):

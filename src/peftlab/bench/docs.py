@@ -263,7 +263,37 @@ def _arm_table(res: Results, protocol: str, task: str) -> list[str]:
              "headline first" + ("; BLEU, METEOR and ROUGE_L are fractions in [0, 1]." if task == "e2e" else ".")]
     if solo_t:
         notes.append("final t: Solo's homotopy coefficient at the last logged step (1 = the full connection).")
-    return _table(header, rows) + notes + _floor_check(res, protocol, task, arms, names) + [""]
+    return _table(header, rows) + notes + _floor_check(res, protocol, task, arms, names) + \
+        _spikes(res, protocol, task, arms) + [""]
+
+
+SPIKE = 0.05
+"""A dev loss that rises by more than this fraction between two evaluations marks the run as unstable."""
+
+
+def dev_spikes(record: dict[str, Any]) -> list[tuple[int, float, float]]:
+    """(step, dev loss before, dev loss at that step) wherever the dev loss rose by more than :data:`SPIKE`."""
+    points = [(p[0], p[1]) for p in curve(record, "dev") if isinstance(p, (list, tuple)) and len(p) >= 2
+              and isinstance(p[1], (int, float)) and math.isfinite(p[1])]
+    return [(step, before, after) for (_, before), (step, after) in zip(points, points[1:])
+            if before > 0 and after > before * (1 + SPIKE)]
+
+
+def _spikes(res: Results, protocol: str, task: str, arms: Sequence[str]) -> list[str]:
+    """A note naming the runs whose dev loss jumped (an lr too hot for the budget), E2E only (GLUE logs scores)."""
+    if task != "e2e" or not any(res.get(protocol, task, arm) for arm in arms):
+        return []
+    found = []
+    for arm in arms:
+        for record in res.get(protocol, task, arm):
+            jumps = dev_spikes(record)
+            if jumps:
+                step, before, after = max(jumps, key=lambda j: j[2] / j[1])
+                found.append(f"{arm} seed {record.get('seed')} (step {step}: {before:.3f} -> {after:.3f})")
+    if not found:
+        return ["", f"Stability: no run's dev loss rose by more than {SPIKE:.0%} between two evaluations."]
+    return ["", f"Unstable runs (the dev loss rose by more than {SPIKE:.0%} between two evaluations; the best step "
+                f"is still what is scored): {'; '.join(found)}."]
 
 
 def _floor_check(res: Results, protocol: str, task: str, arms: Sequence[str], names: Sequence[str]) -> list[str]:
