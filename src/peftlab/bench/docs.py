@@ -69,8 +69,7 @@ def render_benchmarks_doc(suite: Suite, lines: list[dict[str, Any]], planned: li
     results file as the page names it."""
     latest = latest_by_key(lines)
     keys = {spec.key for spec in suite.runs}
-    # made with another recipe (stale), or before the lr it should use is decided (waiting): not comparable
-    stale = {p.spec.key for p in planned if p.status == "stale" or (p.status == "waiting" and p.record is not None)}
+    stale = {p.spec.key for p in planned if _not_comparable(p)}
     current = {k: r for k, r in latest.items() if k in keys and k not in stale}
     res = Results(suite, current)
     made = plots(res) if plots else {}
@@ -111,6 +110,11 @@ def _int(value: float | None) -> str:
 
 def _seconds(value: float) -> str:
     return f"{value:,.0f} s" + (f" ({value / 3600:.1f} h)" if value >= 3600 else "")
+
+
+def _not_comparable(item: PlannedRun) -> bool:
+    """A result line made with another recipe (stale), or before the lr it should use was decided (waiting)."""
+    return item.record is not None and item.status in ("stale", "waiting")
 
 
 def _last(points: list[Any]) -> Any:
@@ -175,7 +179,7 @@ def _status(suite: Suite, res: Results, planned: list[PlannedRun], lines: list[d
                                     rows)
     md.append(f"Complete: {', '.join(complete) or 'none'}. Not complete: {', '.join(incomplete) or 'none'}.")
     md.append("")
-    stale = sum(1 for p in planned if p.status == "stale" or (p.status == "waiting" and p.record is not None))
+    stale = sum(1 for p in planned if _not_comparable(p))
     md.append(f"The remaining compute is an estimate: the mean train time of the done runs of the same arm in the "
               f"same protocol (else of the protocol). The runs of an lr grid with lr_grid_extend count its extension "
               f"runs once they are needed; the ones not needed are not counted, and the ones not decided yet only "
@@ -184,7 +188,7 @@ def _status(suite: Suite, res: Results, planned: list[PlannedRun], lines: list[d
               f"ignored (their protocol or arm is no longer in the suite), {stale} stale (made with another recipe "
               f"than the suite's now, or before its lr grid decided: left out of the tables and verdicts until re-run "
               f"with `--rerun-stale`).")
-    old = [p for p in planned if p.record is not None and (p.status == "stale" or p.status == "waiting")]
+    old = [p for p in planned if _not_comparable(p)]
     if old:
         md += ["", "Stale result lines (kept in the results file as history, not compared):", ""]
         rows = []
