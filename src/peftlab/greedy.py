@@ -40,8 +40,9 @@ def transformers_model(model: torch.nn.Module) -> torch.nn.Module:
     inner, seen = model, set()
     while not isinstance(inner, PreTrainedModel) and id(inner) not in seen:
         seen.add(id(inner))
-        host = inner.__dict__.get("_modules", {}).get("base_model")  # PeftModel.base_model: the TunerHost
-        nested = host if host is not None else inner.__dict__.get("_modules", {}).get("model")
+        children = inner._modules  # registered submodules only: no delegation through __getattr__
+        nested = children.get("base_model")  # PeftModel.base_model: the TunerHost
+        nested = nested if nested is not None else children.get("model")
         if nested is None:
             return model  # not a wrapper we know: the model itself
         inner = nested
