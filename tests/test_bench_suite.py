@@ -109,6 +109,12 @@ def test_the_shipped_suite_loads_and_matches_its_claims():
     assert {r.seed for r in suite.protocol_runs("e2e-mini") if r.arm == "lora"} == {0, 1, 2}
     lengths = {r.prefix_length for r in suite.protocol_runs("prefix-length")}
     assert lengths == {5, 10, 20, 50, 100}
+    # the lr check runs e2e-mini's own recipe (so its step 0 is e2e-mini's seed-0 run), for every trained arm
+    check = {r.arm: r for r in suite.protocol_runs("lr-check-e2e")}
+    assert {a for a, r in mini.items() if not r.baseline} == {r.base_arm for r in check.values()}
+    for arm, run in mini.items():
+        if not run.baseline:
+            assert check[f"{arm}@lr-step=0"].recipe == run.recipe and run.lr_from == "lr-check-e2e"
 
 
 # --- results file -------------------------------------------------------------------------------------------------

@@ -232,6 +232,8 @@ def _protocol_section(suite: Suite, res: Results, name: str) -> list[str]:
     md += [f"Budget: {res.budget(name)} per run; seeds {raw.get('seeds', [0])}.", ""]
     if raw.get("lr_grid") or raw.get("lr_grid_factors"):
         return md + _lr_grid_table(suite, res, name)
+    if raw.get("lr_steps") is not None:
+        return md + _lr_steps_table(suite, res, name)
     for task in res.tasks(name):
         if len(res.tasks(name)) > 1 or raw.get("task") == "glue":
             md += [f"### {name} / {task}", ""]
@@ -394,6 +396,57 @@ def _lr_grid_table(suite: Suite, res: Results, protocol: str) -> list[str]:
              f"the chosen lr is the smallest or largest that ran"
              f"{f' and no extension is left on that side ({extend} per side)' if extend else ''}, so a value beyond "
              f"it might be better still.")
+    return _table(header, rows) + [note, ""]
+
+
+def _lr_steps_table(suite: Suite, res: Results, protocol: str) -> list[str]:
+    """One row per arm: each lr step's lr, best dev score and first metric, and the lr the protocol chose."""
+    raw = suite.protocols[protocol]
+    steps = list(raw["lr_steps"])
+    specs = [s for s in suite.runs if s.protocol == protocol and s.lr_step is not None]
+    current = res.records
+    e2e = raw.get("task") == "e2e"
+    metric = "BLEU" if e2e else None
+    rows = []
+    for base in dict.fromkeys(s.base_arm for s in specs):
+        own = [s for s in specs if s.base_arm == base]
+        chosen, why = choose_lr(RunSpec("", "", "", 0, "", lr_from=protocol, lr_arm=base), suite, current)
+        row = [base]
+        for step in steps:
+            at = [s for s in own if s.lr_step == step]
+            lr, _ = choose_lr(at[0], suite, current) if at else (None, "")
+            records = [current[s.key] for s in at if s.key in current]
+            records = [r for r in records if lr is not None and isinstance(r.get("lr"), (int, float))
+                       and math.isclose(float(r["lr"]), lr, rel_tol=1e-9)]
+            if lr is None:
+                row.append("?")
+                continue
+            if not records:
+                row.append(f"{lr:g}: to run")
+                continue
+            dev = stat(-selection_score(r) if e2e and selection_score(r) is not None else selection_score(r)
+                       for r in records)
+            name = metric or next(iter(records[0]["metrics"]), "")
+            cell = f"{lr:g}: {dev.text(with_n=False)}; {name} {stat(r['metrics'].get(name) for r in records).text(with_n=False)}"
+            row.append(f"**{cell}**" if chosen is not None and math.isclose(lr, chosen, rel_tol=1e-9) else cell)
+        row.append(_lr(chosen) if chosen is not None else why)
+        rows.append(row)
+
+    def title(step: int) -> str:
+        return "grid's choice" if step == 0 else f"{abs(step)} grid lr{'s' if abs(step) > 1 else ''} " \
+            f"{'lower' if step < 0 else 'higher'}"
+
+    header = ["arm"] + [title(k) for k in steps] + ["chosen lr"]
+    users = [n for n, p in suite.protocols.items() if (p or {}).get("lr_from") == protocol]
+    what = "best dev loss (lower is better)" if e2e else "best dev score (higher is better)"
+    tolerance = float(raw.get("lr_select_tolerance", 0.0) or 0.0)
+    rule = (f"the smallest lr within {tolerance:.2%} of the best dev score (lr_select_tolerance)" if tolerance
+            else "the best dev score (ties: the smaller lr)")
+    note = (f"The choice of {raw.get('lr_from')} checked at this protocol's budget: each arm at the lr its grid chose "
+            f"and at the grid's lr{'s' if len(steps) > 2 else ''} beside it. Each cell: lr: {what}"
+            f"{f'; {metric} on the decoded test MRs' if metric else ''}, mean over seeds. A run whose recipe and seed "
+            f"equal another protocol's run is that run, its line copied. **Bold**: the chosen lr, {rule}; it is the lr "
+            f"{', '.join(users) or 'no protocol'} uses for that arm, chosen once every step of the arm is done.")
     return _table(header, rows) + [note, ""]
 
 

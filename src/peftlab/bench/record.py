@@ -81,6 +81,8 @@ def harvest(spec: RunSpec, run_dir: Path, recipe: dict[str, Any]) -> dict[str, A
     config = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
     extension = {"grid_extension": spec.grid_extension, "grid_extension_side": spec.extension_side} \
         if spec.grid_extension else {}
+    if spec.lr_step is not None:
+        extension["lr_step"] = spec.lr_step
     return {
         "protocol": spec.protocol, "task": spec.task, "arm": spec.arm, "base_arm": spec.base_arm,
         "method": spec.method, "seed": spec.seed,

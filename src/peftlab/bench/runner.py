@@ -27,7 +27,7 @@ from typing import Any, Callable, Sequence
 import yaml
 
 from ..errors import ConfigError, PeftlabError
-from .results import append_result, latest_by_key, read_results
+from .results import append_result, latest_by_key, line_key, read_results
 from .suite import RunSpec, Suite
 
 IGNORED_RECIPE_FIELDS = (("run", "output_dir"), ("data", "data_dir"))
@@ -172,30 +172,98 @@ def extension_states(suite: Suite, protocol: str, base_arm: str, results: dict[s
     return states
 
 
-def choose_lr(spec: RunSpec, suite: Suite, results: dict[str, dict[str, Any]]) -> tuple[float | None, str]:
-    """The lr the grid protocol ``spec.lr_from`` chose for arm ``spec.lr_arm``: the value with the best mean dev
-    score over its runs (ties: the smaller lr), among the grid and its needed extensions (:func:`extension_states`).
-    None (and why) until every grid run of that arm, and every needed extension run, is done."""
-    runs = [run for run in suite.protocol_runs(spec.lr_from or "") if run.base_arm == spec.lr_arm]
+def grid_choice(suite: Suite, protocol: str, arm: str, results: dict[str, dict[str, Any]]
+                ) -> tuple[float | None, str, list[float]]:
+    """The lr grid protocol ``protocol`` chose for its arm ``arm``: the value with the best mean dev score over its
+    runs (ties and near ties: :func:`_chosen_lr`), among the grid and its needed extensions (:func:`extension_states`);
+    with it, why, and the sorted lrs it chose from. None (and why) until every grid run of that arm, and every needed
+    extension run, is done."""
+    runs = [run for run in suite.protocol_runs(protocol) if run.base_arm == arm]
     grid = [run for run in runs if not run.grid_extension]
     missing = [run.key for run in grid if run.key not in results]
     if missing:
-        return None, f"waiting for {len(missing)} run(s) of {spec.lr_from} (arm {spec.lr_arm})"
-    states = extension_states(suite, spec.lr_from or "", spec.lr_arm or "", results)
+        return None, f"waiting for {len(missing)} run(s) of {protocol} (arm {arm})", []
+    states = extension_states(suite, protocol, arm, results)
     needed = [run for state in states.values() if state.state == "needed" for run in state.runs]
-    missing = [run for run in needed if run.key not in results]
+    missing = [run.key for run in needed if run.key not in results]
     if missing:
-        arms = ", ".join(dict.fromkeys(run.arm for run in missing))
-        return None, (f"waiting for {len(missing)} lr-grid extension run(s) of {spec.lr_from} ({arms}: the best lr "
-                      f"is at a grid edge)")
+        arms = ", ".join(dict.fromkeys(run.arm for run in needed if run.key not in results))
+        return None, (f"waiting for {len(missing)} lr-grid extension run(s) of {protocol} ({arms}: the best lr "
+                      f"is at a grid edge)"), []
     means = _mean_scores(grid + needed, results)
-    tolerance = float(suite.protocols.get(spec.lr_from or "", {}).get("lr_select_tolerance", 0.0))
+    tolerance = float(suite.protocols.get(protocol, {}).get("lr_select_tolerance", 0.0))
     best, chosen = _best_lr(means), _chosen_lr(means, tolerance)
     extra = f", {len({run.lr for run in needed})} beyond the grid" if needed else ""
-    why = f"lr {chosen:g} from {spec.lr_from} ({len(means)} values{extra}, mean best dev score"
+    why = f"lr {chosen:g} from {protocol} ({len(means)} values{extra}, mean best dev score"
+    if chosen != best:
+        why += f"; the best, {best:g}, is less than {tolerance:.2%} ahead: lr_select_tolerance"
+    return chosen, why + ")", sorted(means)
+
+
+def stepped_lr(spec: RunSpec, suite: Suite, results: dict[str, dict[str, Any]]) -> tuple[float | None, str]:
+    """The lr of an ``lr_steps`` run: the choice of its ``lr_from`` grid for ``lr_arm``, moved ``lr_step`` places
+    along the lrs that grid ran for that arm (beyond its ends by the ratio of the two outermost values on that side,
+    rounded to 3 significant digits like the grid)."""
+    chosen, why, values = grid_choice(suite, spec.lr_from or "", spec.lr_arm or "", results)
+    if chosen is None or not spec.lr_step:
+        return chosen, why
+    index = values.index(chosen) + spec.lr_step
+    if 0 <= index < len(values):
+        lr = values[index]
+    elif len(values) < 2:
+        return None, f"{spec.lr_from} ran one lr for arm {spec.lr_arm}: no step along its grid"
+    elif index < 0:
+        lr = float(f"{values[0] * (values[0] / values[1]) ** -index:.3g}")
+    else:
+        lr = float(f"{values[-1] * (values[-1] / values[-2]) ** (index - len(values) + 1):.3g}")
+    places = f"{abs(spec.lr_step)} grid place{'s' if abs(spec.lr_step) > 1 else ''}"
+    return lr, f"lr {lr:g}, {places} {'below' if spec.lr_step < 0 else 'above'} the choice: {why}"
+
+
+def _recorded_lr(record: dict[str, Any]) -> float | None:
+    value = record.get("lr", (record.get("recipe") or {}).get("optim", {}).get("lr"))
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def steps_choice(suite: Suite, protocol: str, arm: str, results: dict[str, dict[str, Any]]
+                 ) -> tuple[float | None, str]:
+    """The lr an ``lr_steps`` protocol chose for its arm ``arm``: the best mean dev score over its lr steps (with
+    its ``lr_select_tolerance``), once every step has a result line at the lr it resolves to now."""
+    runs = [run for run in suite.protocol_runs(protocol) if run.base_arm == arm]
+    by_lr: dict[float, list[float]] = {}
+    waiting = 0
+    for run in runs:
+        lr, why = stepped_lr(run, suite, results)
+        if lr is None:
+            return None, why
+        record = results.get(run.key)
+        recorded = _recorded_lr(record) if record else None
+        if recorded is None or not math.isclose(recorded, lr, rel_tol=1e-9):
+            waiting += 1
+            continue
+        score = selection_score(record)
+        by_lr.setdefault(lr, []).append(score if score is not None else -math.inf)
+    if waiting:
+        return None, f"waiting for {waiting} run(s) of {protocol} (arm {arm})"
+    means = {lr: statistics.fmean(scores) for lr, scores in by_lr.items()}
+    tolerance = float(suite.protocols.get(protocol, {}).get("lr_select_tolerance", 0.0))
+    best, chosen = _best_lr(means), _chosen_lr(means, tolerance)
+    why = f"lr {chosen:g} from {protocol} ({', '.join(f'{lr:g}' for lr in sorted(means))}, mean best dev score"
     if chosen != best:
         why += f"; the best, {best:g}, is less than {tolerance:.2%} ahead: lr_select_tolerance"
     return chosen, why + ")"
+
+
+def choose_lr(spec: RunSpec, suite: Suite, results: dict[str, dict[str, Any]]) -> tuple[float | None, str]:
+    """The lr of a run that takes it from another protocol (``spec.lr_from``), and why; None while that protocol's
+    runs for arm ``spec.lr_arm`` are not all done. An ``lr_steps`` run is moved along its grid (:func:`stepped_lr`);
+    a run whose ``lr_from`` has lr_steps takes that protocol's choice (:func:`steps_choice`), else the grid's."""
+    if spec.lr_step is not None:
+        return stepped_lr(spec, suite, results)
+    if (suite.protocols.get(spec.lr_from or "") or {}).get("lr_steps") is not None:
+        return steps_choice(suite, spec.lr_from or "", spec.lr_arm or "", results)
+    chosen, why, _ = grid_choice(suite, spec.lr_from or "", spec.lr_arm or "", results)
+    return chosen, why
 
 
 def resolved_recipe(spec: RunSpec, suite: Suite, results: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
@@ -248,6 +316,10 @@ def plan(suite: Suite, results_path: Path, runs_dir: Path, select: Callable[[Run
             continue
         run_dir = spec.run_dir(runs_dir)
         status = "partial" if (run_dir / "config.yaml").exists() else "missing"
+        if status == "missing" and spec.lr_step is not None:
+            twin = adoptable(spec, recipe, results)
+            why = f"the same run as {line_key(twin)}: its line is copied, nothing trains" if twin is not None \
+                else choose_lr(spec, suite, results)[1]
         planned.append(PlannedRun(spec, status, why))
     return planned
 
@@ -322,6 +394,10 @@ def execute(item: PlannedRun, suite: Suite, results_path: Path, runs_dir: Path, 
     run_dir = spec.run_dir(runs_dir)
     finished = (run_dir / "metrics.json").exists()
     same_recipe = _folder_recipe_matches(run_dir, recipe)
+    twin = None if finished and same_recipe else adoptable(spec, recipe, results)
+    if twin is not None:
+        echo(f"[bench] {spec.key}: the same recipe and seed ran as {line_key(twin)}; copying its result line")
+        return adopted_record(spec, twin)
     if finished and same_recipe:
         echo(f"[bench] {spec.key}: already trained in {run_dir}; recording it")
         return harvest(spec, run_dir, recipe)
@@ -351,6 +427,33 @@ def execute(item: PlannedRun, suite: Suite, results_path: Path, runs_dir: Path, 
     if code != 0:
         raise PeftlabError(f"training exited with code {code} after {time.time() - started:.0f} s; see {log_path}")
     return harvest(spec, run_dir, recipe)
+
+
+def adoptable(spec: RunSpec, recipe: dict[str, Any], results: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """A result line of another run with the same seed and the same resolved recipe as ``spec`` (its training
+    would be the same run again), or None. The newest such line wins."""
+    target = _normalised(recipe)
+    for record in reversed(list(results.values())):
+        if record.get("baseline") or "recipe" not in record or record.get("seed") != spec.seed:
+            continue
+        if line_key(record) != spec.key and same_recipe(record["recipe"], target):
+            return record
+    return None
+
+
+def adopted_record(spec: RunSpec, twin: dict[str, Any]) -> dict[str, Any]:
+    """``twin``'s result line, filed under ``spec``'s key (``adopted_from`` names the line it copies)."""
+    record = json.loads(json.dumps(twin))
+    for stale in ("grid_extension", "grid_extension_side", "lr_step", "adopted_from"):
+        record.pop(stale, None)
+    record.update({"protocol": spec.protocol, "task": spec.task, "arm": spec.arm, "base_arm": spec.base_arm,
+                   "lr_grid_value": spec.lr, "prefix_length": spec.prefix_length, "compile": spec.compile,
+                   "adopted_from": line_key(twin)})
+    if spec.grid_extension:
+        record.update({"grid_extension": spec.grid_extension, "grid_extension_side": spec.extension_side})
+    if spec.lr_step is not None:
+        record["lr_step"] = spec.lr_step
+    return record
 
 
 def _folder_recipe_matches(run_dir: Path, recipe: dict[str, Any]) -> bool:

@@ -17,6 +17,8 @@ A suite file (``benchmarks/quality/suite.yaml``) is a YAML mapping::
         lr_grid_extend: 2            # optional (default 0): up to 2 more lrs beyond an edge the best lr lands on
         lr_select_tolerance: 0.005   # optional (default 0): the smallest lr within 0.5% of the best score is chosen
         lr_from: lr-grid-e2e         # optional: every arm's optim.lr is the value that protocol's grid chose
+        lr_steps: [0, -1]            # optional, with lr_from: every arm becomes ARM@lr-step=K, at the lr_from choice
+                                     # moved K places along that arm's grid values (-1: the next smaller one)
         prefix_lengths: [5, 10]      # optional: every arm becomes ARM@L with method_args.num_virtual_tokens = L
         arms:
           lora:
@@ -41,6 +43,13 @@ needed extensions), the smallest whose mean best dev score is within ``T * |best
 short grid favours the hottest lr that has not diverged yet; a near tie says the grid cannot tell the two apart, and
 the smaller one is the safer choice for a longer run. The extensions still follow the strict best.
 
+``lr_steps: [0, -1]`` (with ``lr_from``) re-checks a short grid's choice at another budget: each arm runs at the lr
+the grid chose and at its next smaller grid value (moved K places along the sorted lrs the arm's grid ran; beyond the
+smallest, by the ratio of the two smallest). Such a protocol is itself a source for ``lr_from`` (the best of its
+lrs by mean dev score, with its own ``lr_select_tolerance``), so a main protocol can take its lr from a check run at
+its own budget. A run whose recipe equals a result line of another protocol (same seed) is not trained twice: the
+runner copies that line (``adopted_from``).
+
 Each arm starts from the shipped recipe ``<task>/<model>/<method>`` (``peftlab recipes ls``; built-in defaults if
 there is none). Everything is checked before anything runs: unknown keys, unknown methods, recipe keys and method fields
 raise :class:`~peftlab.errors.ConfigError` naming the suite file and the key path.
@@ -61,7 +70,7 @@ from ..train.tasks import TASK_TYPES
 
 SUITE_KEYS = {"version", "description", "protocols"}
 PROTOCOL_KEYS = {"task", "model", "glue_tasks", "seeds", "steps", "compile", "overrides", "lr_grid",
-                 "lr_grid_factors", "lr_grid_extend", "lr_select_tolerance", "lr_from",
+                 "lr_grid_factors", "lr_grid_extend", "lr_select_tolerance", "lr_from", "lr_steps",
                  "prefix_lengths", "arms", "description"}
 ARM_KEYS = {"method", "method_args", "overrides", "seeds", "lr_arm", "compile", "baseline", "note"}
 BASELINES = {"template_full"}
@@ -85,6 +94,7 @@ class RunSpec:
     prefix_length: int | None = None
     lr_from: str | None = None  # protocol whose grid sets this run's lr (resolved by the runner)
     lr_arm: str | None = None
+    lr_step: int | None = None  # lr_steps: places moved along the lr_from arm's grid values from its choice
     baseline: str | None = None
     compile: bool = False
     note: str = ""
@@ -226,15 +236,26 @@ def _expand_protocol(path: Path, name: str, protocol: Any, protocols: dict[str, 
     if not isinstance(tolerance, (int, float)) or isinstance(tolerance, bool) or not 0 <= tolerance < 1:
         raise ConfigError(f"{where}.lr_select_tolerance: expected a relative tolerance in [0, 1) (0.005: 0.5%), got "
                           f"{tolerance!r}")
-    if tolerance and not has_grid:
-        raise ConfigError(f"{where}.lr_select_tolerance: only with lr_grid or lr_grid_factors")
     lr_from = protocol.get("lr_from")
+    lr_steps = protocol.get("lr_steps")
+    if lr_steps is not None:
+        lr_steps = _int_list(lr_steps, f"{where}.lr_steps")
+        if len(set(lr_steps)) < len(lr_steps):
+            raise ConfigError(f"{where}.lr_steps: a step is listed twice ({lr_steps})")
+        if lr_from is None:
+            raise ConfigError(f"{where}.lr_steps: only with lr_from (the steps move along that protocol's lr grid)")
+    if tolerance and not has_grid and lr_steps is None:
+        raise ConfigError(f"{where}.lr_select_tolerance: only with lr_grid, lr_grid_factors or lr_steps")
     if lr_from is not None:
-        if lr_from not in protocols or not isinstance(protocols[lr_from], dict) \
-                or not (protocols[lr_from].get("lr_grid") or protocols[lr_from].get("lr_grid_factors")):
-            raise ConfigError(f"{where}.lr_from: {lr_from!r} is not a protocol of this suite with an lr grid")
+        source = protocols.get(lr_from)
+        if not isinstance(source, dict) or not is_lr_source(source):
+            raise ConfigError(f"{where}.lr_from: {lr_from!r} is not a protocol of this suite with an lr grid "
+                              "or lr_steps")
         if has_grid:
             raise ConfigError(f"{where}: an lr grid and lr_from exclude each other")
+        if lr_steps is not None and source.get("lr_steps") is not None:
+            raise ConfigError(f"{where}.lr_steps: lr_from {lr_from!r} has lr_steps itself; take lr_from from a "
+                              "protocol with an lr grid")
     lengths = protocol.get("prefix_lengths")
     if lengths is not None:
         lengths = _int_list(lengths, f"{where}.prefix_lengths")
@@ -281,6 +302,14 @@ def _expand_protocol(path: Path, name: str, protocol: Any, protocols: dict[str, 
             if lengths:
                 variants = [(f"{n}@{length}", o + [f"method_args.num_virtual_tokens={length}"], lr, length, ext)
                             for n, o, lr, _, ext in variants for length in lengths]
+            steps_of: dict[str, int] = {}  # label -> lr step (lr_steps: the lr is resolved by the runner)
+            if lr_steps is not None:
+                stepped = []
+                for n, o, lr, length, ext in variants:
+                    for k in lr_steps:
+                        steps_of[f"{n}@lr-step={k}"] = k
+                        stepped.append((f"{n}@lr-step={k}", o, lr, length, ext))
+                variants = stepped
             if "method_args" in arm:
                 if not isinstance(arm["method_args"], dict):
                     raise ConfigError(f"{arm_where}.method_args: expected a mapping of the method's fields")
@@ -303,6 +332,7 @@ def _expand_protocol(path: Path, name: str, protocol: Any, protocols: dict[str, 
                                         resolved, base_arm=str(arm_name), lr=lr, prefix_length=length,
                                         grid_extension=k, extension_side=side,
                                         lr_from=lr_from, lr_arm=str(arm.get("lr_arm", arm_name)) if lr_from else None,
+                                        lr_step=steps_of.get(arm_label),
                                         compile=use_compile, note=str(arm.get("note", ""))))
     if lr_from:
         grid_arms = set(_mapping(protocols[lr_from].get("arms"),
@@ -313,6 +343,11 @@ def _expand_protocol(path: Path, name: str, protocol: Any, protocols: dict[str, 
                                   f"(arms: {', '.join(sorted(grid_arms))})")
     # seed-major order (stable): a suite cut short has every arm at its first seeds rather than a few arms at all
     return sorted(runs, key=lambda run: run.seed)
+
+
+def is_lr_source(protocol: dict[str, Any]) -> bool:
+    """Whether another protocol may take its lr from this one (``lr_from``): it has an lr grid, or lr_steps."""
+    return bool(protocol.get("lr_grid") or protocol.get("lr_grid_factors") or protocol.get("lr_steps"))
 
 
 def extension_values(grid: list[float], extend: int, scale: float = 1.0) -> list[tuple[str, int, float]]:
