@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run the whole quality suite in the order that makes a partial suite most informative: the E2E lr grid and its check
-# at the full budget (lr-check-e2e), then every protocol at seed 0, then seed 1, then seed 2, then the Solo ablation. Resumable: stop it any time (the run in
+# at the full budget (lr-check-e2e; e2e-mini's seed-0 runs are its lr-step=0 runs), then every protocol at seed 0, then seed 1, then seed 2, then the Solo ablation. Resumable: stop it any time (the run in
 # progress resumes from its last checkpoint), start it again, and it only runs what is missing. Never run two
 # trainings at once on a 2-core machine. A run whose result line was made with another recipe than the suite now
 # gives it (stale: an lr the grid no longer chooses) is run again; its old line stays in the file as history.
@@ -19,11 +19,14 @@ bench() {
     --runs-dir "$ROOT/runs/quality" --rerun-stale "$@" || echo "[run_all] step failed: $*"
 }
 bench --protocol lr-grid-e2e
-bench --protocol lr-check-e2e
-bench --protocol e2e-mini --seed 0
+# the check for LoRA and the seed methods first, then the GLUE evidence (two of the three claims need it), then the
+# check for the remaining baselines
+bench --protocol lr-check-e2e --arm lora --arm 'solo*' --arm kernel-mix --arm gated-prefix --arm prefix
 bench --protocol lr-grid-glue
 bench --protocol glue-mini --seed 0
 bench --protocol prefix-length --seed 0
+bench --protocol lr-check-e2e
+bench --protocol e2e-mini --seed 0
 for seed in 1 2; do
   bench --protocol e2e-mini --seed "$seed"
   bench --protocol glue-mini --seed "$seed"
