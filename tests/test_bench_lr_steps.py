@@ -3,7 +3,7 @@
 Fake result lines only (no training, no models): expansion and checks of the key, the lr of each step (inside the
 grid and beyond its smallest value), the check's choice (waiting, the better step, the tie rule, a line at an lr the
 grid no longer gives), a run with the recipe and seed of another protocol's line copied instead of trained (and
-never trained when it is), and the docs' table.
+never trained when it is), another run's half-done folder of the same recipe continued in place, and the docs' table.
 """
 from __future__ import annotations
 
@@ -263,3 +263,49 @@ def test_docs_table_shows_both_steps_and_the_choice(suite, tmp_path):
     assert rows["lora"][3] == low
     assert rows["solo"][2].endswith("to run") and "waiting" in rows["solo"][3]
     assert "the lr main uses" in section
+
+
+def test_a_half_done_folder_of_the_same_run_is_continued_in_place(suite, tmp_path, monkeypatch):
+    """main's seed-0 run was started at the grid's choice before the check existed: the check's step 0 continues
+    that folder (resume) instead of starting the same training again in a folder of its own."""
+    import yaml
+
+    from peftlab.bench import record
+
+    grid = grid_lines(suite, "lora", [3.0, 2.0, 2.5])
+    results = tmp_path / "quality.jsonl"
+    results.write_text("".join(json.dumps(r) + "\n" for r in grid), encoding="utf-8")
+    runs = tmp_path / "runs"
+    step0 = spec_of(suite, "check", "lora@lr-step=0")
+    recipe = resolved_recipe(step0, suite, keyed(grid))
+    half_done = spec_of(suite, "main", "lora").run_dir(runs)
+    half_done.mkdir(parents=True)
+    (half_done / "config.yaml").write_text(yaml.safe_dump(_normalised(recipe)), encoding="utf-8")
+    planned = {p.spec.key: p for p in plan(suite, results, runs)}
+    assert f"half-done in {half_done}" in planned[step0.key].reason
+    commands: list[list[str]] = []
+    monkeypatch.setattr(runner.subprocess, "call", lambda command, **kwargs: commands.append(command) or 0)
+    monkeypatch.setattr(record, "harvest", lambda spec, run_dir, recipe_: {"run_dir": str(run_dir)})
+    out = execute(planned[step0.key], suite, results, runs, echo=lambda _: None)
+    assert out["run_dir"] == str(half_done) and "--resume" in commands[0]
+    written = yaml.safe_load(Path(commands[0][commands[0].index("--recipe") + 1]).read_text(encoding="utf-8"))
+    assert written["run"]["output_dir"] == str(half_done) and not step0.run_dir(runs).exists()
+    # a folder of another recipe (here: the lower step's lr) is not this run
+    step1 = spec_of(suite, "check", "lora@lr-step=-1")
+    assert runner.twin_folder(step1, resolved_recipe(step1, suite, keyed(grid)), suite, runs) is None
+
+
+def test_a_folder_of_another_budget_is_not_the_same_run(suite, tmp_path):
+    """``--resume`` may extend a run, so a folder's own check ignores max_steps; a twin must match it exactly."""
+    import yaml
+
+    grid = grid_lines(suite, "lora", [3.0, 2.0, 2.5])
+    runs = tmp_path / "runs"
+    step0 = spec_of(suite, "check", "lora@lr-step=0")
+    recipe = resolved_recipe(step0, suite, keyed(grid))
+    shorter = json.loads(json.dumps(recipe))
+    shorter["optim"]["max_steps"] = 10
+    folder = spec_of(suite, "main", "lora").run_dir(runs)
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text(yaml.safe_dump(_normalised(shorter)), encoding="utf-8")
+    assert runner.twin_folder(step0, recipe, suite, runs) is None

@@ -318,8 +318,10 @@ def plan(suite: Suite, results_path: Path, runs_dir: Path, select: Callable[[Run
         status = "partial" if (run_dir / "config.yaml").exists() else "missing"
         if status == "missing" and spec.lr_step is not None:
             twin = adoptable(spec, recipe, results)
-            why = f"the same run as {line_key(twin)}: its line is copied, nothing trains" if twin is not None \
-                else choose_lr(spec, suite, results)[1]
+            shared = None if twin is not None else twin_folder(spec, recipe, suite, runs_dir)
+            why = (f"the same run as {line_key(twin)}: its line is copied, nothing trains" if twin is not None
+                   else f"continues the same run, half-done in {shared}" if shared is not None
+                   else choose_lr(spec, suite, results)[1])
         planned.append(PlannedRun(spec, status, why))
     return planned
 
@@ -398,6 +400,11 @@ def execute(item: PlannedRun, suite: Suite, results_path: Path, runs_dir: Path, 
     if twin is not None:
         echo(f"[bench] {spec.key}: the same recipe and seed ran as {line_key(twin)}; copying its result line")
         return adopted_record(spec, twin)
+    if not run_dir.exists():
+        shared = twin_folder(spec, recipe, suite, runs_dir)
+        if shared is not None:  # another run's half-done folder of the same recipe and seed: this very run
+            echo(f"[bench] {spec.key}: {shared} holds this run half-done (same recipe and seed); continuing it there")
+            run_dir, same_recipe, finished = shared, True, (shared / "metrics.json").exists()
     if finished and same_recipe:
         echo(f"[bench] {spec.key}: already trained in {run_dir}; recording it")
         return harvest(spec, run_dir, recipe)
@@ -441,6 +448,18 @@ def adoptable(spec: RunSpec, recipe: dict[str, Any], results: dict[str, dict[str
     return None
 
 
+def twin_folder(spec: RunSpec, recipe: dict[str, Any], suite: Suite, runs_dir: Path) -> Path | None:
+    """The run folder of another run of the suite with ``spec``'s seed that was started with ``recipe`` (the same
+    training), or None. A half-done one is continued rather than started again in ``spec``'s own folder."""
+    for other in suite.runs:
+        if other.key == spec.key or other.seed != spec.seed or other.baseline:
+            continue
+        folder = other.run_dir(runs_dir)
+        if (folder / "config.yaml").exists() and _folder_recipe_matches(folder, recipe, strict=True):
+            return folder
+    return None
+
+
 def adopted_record(spec: RunSpec, twin: dict[str, Any]) -> dict[str, Any]:
     """``twin``'s result line, filed under ``spec``'s key (``adopted_from`` names the line it copies)."""
     record = json.loads(json.dumps(twin))
@@ -456,7 +475,9 @@ def adopted_record(spec: RunSpec, twin: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
-def _folder_recipe_matches(run_dir: Path, recipe: dict[str, Any]) -> bool:
+def _folder_recipe_matches(run_dir: Path, recipe: dict[str, Any], *, strict: bool = False) -> bool:
+    """Whether the run in ``run_dir`` was started with ``recipe``; a longer or shorter budget (optim.max_steps,
+    epochs) still matches, as ``--resume`` may extend a run, unless ``strict``."""
     config = run_dir / "config.yaml"
     if not config.exists():
         return False
@@ -466,6 +487,8 @@ def _folder_recipe_matches(run_dir: Path, recipe: dict[str, Any]) -> bool:
         return False
     from ..train.rundir import _comparable
 
+    if strict:
+        return same_recipe(previous, _normalised(recipe))
     return same_recipe(_comparable(previous), _comparable(_normalised(recipe)))
 
 
