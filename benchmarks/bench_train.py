@@ -11,9 +11,14 @@ loop with dynamic padding. Variants:
 - ``peftlab_fp32``: fp32, target-only fused LM-head loss;
 - ``peftlab_bf16``: bf16 autocast, fp32 base weights, eager attention;
 - ``peftlab_bf16_bf16w``: bf16 autocast, bf16 frozen base weights (adapters stay fp32), eager attention;
-- ``peftlab_bf16_bf16w_compiled``: the same with ``run.compile`` (torch.compile of every block).
+- ``peftlab_bf16_bf16w_compiled``: the same with ``run.compile`` (torch.compile of every block);
+- ``peftlab_bf16_bf16w_compiled_cppgemm``: the same, compiled with inductor's ``max_autotune`` and its C++ GEMM
+  templates (``max_autotune_gemm_backends="CPP,ATEN"``: each product picks the faster of the two by timing).
 
 With ``--memory`` each variant then runs alone in a fresh process for a few steps and its peak RSS is recorded.
+Unless ``--no-floor``, the bf16 matrix-product floor of every timed batch is measured in the same process after the
+rounds (:func:`matmul_floor`: the products a LoRA step cannot avoid, each timed alone), and every variant's step is
+reported over it (``step_over_floor``: the median over the timed batches of step time / that batch's floor).
 
     .venv/bin/python benchmarks/bench_train.py [--steps 8] [--warmup 2] [--pad-to 512] [--memory]
 """
@@ -73,7 +78,8 @@ def hf_peft_setup():
     return step
 
 
-def peftlab_setup(bf16: bool, base_dtype: str = "float32", attn: str = "sdpa", compile_blocks: bool = False):
+def peftlab_setup(bf16: bool, base_dtype: str = "float32", attn: str = "sdpa", compile_blocks: bool = False,
+                  inductor: dict | None = None):
     from peftlab import LoraConfig, get_peft_model
     from peftlab.train.speed import compile_blocks as compile_model_blocks
     from peftlab.train.tasks import TargetOnlyCausalLMLoss
@@ -95,6 +101,15 @@ def peftlab_setup(bf16: bool, base_dtype: str = "float32", attn: str = "sdpa", c
         optimizer.zero_grad(set_to_none=True)
         return loss.item()
 
+    if inductor:  # inductor options for this variant only: its graphs compile (lazily) inside the patch
+        from torch._inductor import config as inductor_config
+
+        plain_step = step
+
+        def step(batch):
+            with inductor_config.patch(inductor):
+                return plain_step(batch)
+
     return step
 
 
@@ -106,7 +121,84 @@ VARIANTS = {
     "peftlab_bf16_bf16w": (peftlab_setup, dict(bf16=True, base_dtype="bfloat16", attn="eager")),
     "peftlab_bf16_bf16w_compiled": (peftlab_setup, dict(bf16=True, base_dtype="bfloat16", attn="eager",
                                                         compile_blocks=True)),
+    # inductor's C++ GEMM templates (AVX-512 / AMX micro-kernels) instead of oneDNN for the blocks' products
+    "peftlab_bf16_bf16w_compiled_cppgemm": (peftlab_setup, dict(
+        bf16=True, base_dtype="bfloat16", attn="eager", compile_blocks=True,
+        inductor={"max_autotune": True, "max_autotune_gemm_backends": "CPP,ATEN"})),
 }
+
+
+def _median_seconds(fn, repeats: int) -> float:
+    fn()  # warm-up (first-call packing and allocation)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def matmul_floor(batches, repeats: int = 5) -> dict:
+    """The bf16 matrix-product floor of a LoRA step on each batch: the time of the products any implementation of
+    the step must run, each timed alone here (same process, same threads), summed.
+
+    Per decoder block, on the N = batch x width tokens the step computes: every frozen linear layer forward
+    (``F.linear`` with the (out, in) weight) and its input gradient (``grad @ W``; not in the first block's q/k/v,
+    whose input needs none), and the attention products (Q K^T and P V forward, four of that size backward, on
+    the full width). The LM head forward and input gradient on the target tokens only. Not counted, so the floor
+    is a lower bound: the adapters' own products (r = 4), norms, activations, softmax, the optimizer."""
+    import torch.nn.functional as F
+
+    from peftlab.zoo import load_model
+
+    model = load_model("smollm2-135m", dtype="bfloat16")
+    head = model.get_output_embeddings()
+    config = model.config
+    heads, head_dim = config.num_attention_heads, config.hidden_size // config.num_attention_heads
+    linears = [(name, m.in_features, m.out_features) for name, m in model.named_modules()
+               if isinstance(m, torch.nn.Linear) and m is not head]
+    first_block = linears[0][0].rsplit(".", 2)[0]  # e.g. model.layers.0.self_attn
+    params = sum(i * o for _, i, o in linears)
+    floors, flops_per_step = [], []
+    cache: dict[tuple, float] = {}
+
+    def timed(kind: str, m: int, k: int, n: int) -> float:
+        key = (kind, m, k, n)
+        if key not in cache:
+            if kind == "linear":  # (m, k) x (n, k)^T
+                x, w = torch.randn(m, k, dtype=torch.bfloat16), torch.randn(n, k, dtype=torch.bfloat16)
+                cache[key] = _median_seconds(lambda: F.linear(x, w), repeats)
+            elif kind == "grad":  # (m, n) x (n, k): the input gradient of that linear layer
+                g, w = torch.randn(m, n, dtype=torch.bfloat16), torch.randn(n, k, dtype=torch.bfloat16)
+                cache[key] = _median_seconds(lambda: g @ w, repeats)
+            else:  # batched (m = batch * heads, k, n): attention products
+                b, rows, inner, cols = m, k, n, k
+                a = torch.randn(b, rows, inner, dtype=torch.bfloat16)
+                c = torch.randn(b, inner, cols, dtype=torch.bfloat16)
+                cache[key] = _median_seconds(lambda: torch.bmm(a, c), repeats)
+        return cache[key]
+
+    for batch in batches:
+        size, width = batch["input_ids"].shape
+        tokens = size * width
+        targets = int((batch["labels"][:, 1:] != -100).sum())
+        seconds = flops = 0.0
+        for name, fan_in, fan_out in linears:
+            seconds += timed("linear", tokens, fan_in, fan_out)
+            flops += 2 * tokens * fan_in * fan_out
+            if not name.startswith(first_block):
+                seconds += timed("grad", tokens, fan_in, fan_out)
+                flops += 2 * tokens * fan_in * fan_out
+        seconds += timed("linear", targets, head.in_features, head.out_features)
+        seconds += timed("grad", targets, head.in_features, head.out_features)
+        flops += 4 * targets * head.in_features * head.out_features
+        attention = 6 * timed("bmm", size * heads, width, head_dim)  # 2 forward, 4 backward, each (T, d) x (d, T)
+        seconds += config.num_hidden_layers * attention
+        flops += config.num_hidden_layers * 6 * 2 * size * heads * width * width * head_dim
+        floors.append(seconds)
+        flops_per_step.append(flops)
+    return {"floor_seconds": floors, "flops": flops_per_step, "linear_params": params,
+            "gemm_gflops_per_s": sum(flops_per_step) / sum(floors) / 1e9, "repeats": repeats}
 
 
 def measure_memory(name: str, batches, pad_batches, steps: int) -> float:
@@ -126,6 +218,8 @@ def main() -> None:
     parser.add_argument("--pad-to", type=int, default=512, help="width of the padded HF baseline (0: skip it)")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--memory", action="store_true", help="also measure each variant's peak RSS alone")
+    parser.add_argument("--no-floor", dest="floor", action="store_false",
+                        help="skip timing the bf16 matrix-product floor of the timed batches")
     parser.add_argument("--memory-only", help=argparse.SUPPRESS)  # internal: one variant, print its peak RSS
     parser.add_argument("--data-dir", default=os.environ.get("PEFTLAB_DATA_DIR", "../shared/data"))
     parser.add_argument("--out", default="benchmarks/results/bench_train.json")
@@ -157,16 +251,26 @@ def main() -> None:
                 times[name].append(time.perf_counter() - start)
         print(f"round {i + 1}/{n_batches} done", file=sys.stderr, flush=True)
     timed_tokens = sum(tokens[args.warmup:])
+    floor = matmul_floor(batches[args.warmup:]) if args.floor else None
     base = statistics.median(times["hf_peft_fp32"]) if "hf_peft_fp32" in times else None
     results = {"batch_size": args.batch_size, "steps": args.steps, "warmup": args.warmup, "pad_to": args.pad_to,
                "threads": torch.get_num_threads(), "tokens_per_step_mean": timed_tokens / args.steps,
                "command": " ".join(sys.argv), "variants": {}}
+    if floor:
+        floor_median = statistics.median(floor["floor_seconds"])
+        results["matmul_floor"] = {**floor, "median_floor_seconds": floor_median}
+        print(f"bf16 matrix-product floor: median {floor_median:.3f} s/step over the timed batches "
+              f"({statistics.median(floor['flops']) / 1e9:.0f} GFLOP, {floor['gemm_gflops_per_s']:.0f} GFLOP/s)")
     header = f"{'variant':<30}{'median s/step':>14}{'tokens/s':>10}{'vs hf_peft_fp32':>17}"
+    header += f"{'vs floor':>10}" if floor else ""
     print(header + ("   peak RSS alone" if args.memory else "") + "   first/last loss")
     for name in names:
         med = statistics.median(times[name])
         row = {"median_step_seconds": med, "tokens_per_second": timed_tokens / sum(times[name]),
                "speedup_vs_hf_peft_fp32": base / med if base else None, "losses": losses[name]}
+        if floor:
+            # each timed step over its own batch's floor, then the median (batches differ in width)
+            row["step_over_floor"] = statistics.median(t / f for t, f in zip(times[name], floor["floor_seconds"]))
         if args.memory:
             out = subprocess.run([sys.executable, __file__, "--memory-only", name, "--data-dir", args.data_dir,
                                   "--pad-to", str(args.pad_to or 512)], capture_output=True, text=True, check=True)
@@ -174,7 +278,8 @@ def main() -> None:
         results["variants"][name] = row
         ratio = f"{base / med:>16.2f}x" if base else f"{'-':>17}"
         memory = f"{row['peak_rss_mb_alone']:>14.0f} MB" if args.memory else ""
-        print(f"{name:<30}{med:>14.3f}{row['tokens_per_second']:>10.1f}{ratio}{memory}   "
+        over = f"{row['step_over_floor']:>9.2f}x" if floor else ""
+        print(f"{name:<30}{med:>14.3f}{row['tokens_per_second']:>10.1f}{ratio}{over}{memory}   "
               f"{losses[name][0]:.3f}/{losses[name][-1]:.3f}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")

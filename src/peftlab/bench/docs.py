@@ -35,7 +35,8 @@ DIFFERENCES = [
     "Budget: a fixed number of optimizer steps (1000 × batch 8 on e2e-mini, 19% of an epoch) instead of 5 epochs.",
     "Decoding: greedy instead of beam search with beam 10 (and no length penalty or n-gram blocking tuning).",
     "Learning rates: one lr per method, chosen on dev loss / dev score from a short grid at a short budget "
-    "({lr_grids}), instead of each paper's tuned values.",
+    "({lr_grids}), on E2E then checked at the full budget against the next lower grid lr (lr-check-e2e), instead "
+    "of each paper's tuned values.",
     "Hardware: CPU training in bf16 on 2 cores, not GPUs in fp32/fp16.",
     "Prefix-length study on MRPC only (one GLUE task), not on every task and not on E2E.",
     "Methods reconstructed where the papers' text or code is unavailable (Solo Connection, the gated residual "
