@@ -178,7 +178,7 @@ def test_status_counts_on_a_partial_suite(tmp_path, suite):
     assert "lr-grid-e2e (3 of 6 done)" in status and "prefix-length (0 of 40 done)" in status
     assert "1 ignored" in status and "1 stale" in status and "estimate" in status
     # the stale line is listed as history with its lr and why, and left out of the lr-grid table
-    history = status[status.index("Stale result lines"):]
+    history = status[status.index("Result lines not compared"):]
     stale_row = row(history, f"lr-grid-e2e/e2e/solo@lr={lrs[0]:g}/seed0")
     assert stale_row[3] == "its result line was made with another recipe"
 

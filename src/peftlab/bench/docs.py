@@ -191,7 +191,9 @@ def _status(suite: Suite, res: Results, planned: list[PlannedRun], lines: list[d
               f"with `--rerun-stale`).")
     old = [p for p in planned if _not_comparable(p)]
     if old:
-        md += ["", "Stale result lines (kept in the results file as history, not compared):", ""]
+        md += ["", "Result lines not compared (kept in the results file): stale ones were made with another recipe "
+                   "than the suite now gives (history); waiting ones before their lr was decided (they count once "
+                   "it is, if it is theirs):", ""]
         rows = []
         for item in old:
             record = item.record or {}
@@ -200,7 +202,7 @@ def _status(suite: Suite, res: Results, planned: list[PlannedRun], lines: list[d
             rows.append([item.spec.key, f"{record.get('lr', float('nan')):g}",
                          f"{name} {value:.4f}" if isinstance(value, (int, float)) else "—",
                          item.reason or item.status])
-        md += _table(["run", "its lr", "headline", "why stale"], rows)
+        md += _table(["run", "its lr", "headline", "why not compared"], rows)
     return md + [""]
 
 
