@@ -19,6 +19,7 @@ would score). The entries run in the order given, in one process; peak RSS is th
 
     .venv/bin/python benchmarks/bench_decode.py [--limit 630] [--batch-size 64] [--baseline-limit 64]
         [--runs bfloat16:1 bfloat16:1:transformers bfloat16:4 bfloat16:4:transformers] [--adapter RUN/adapter]
+        [--save-outputs DIR]
 """
 from __future__ import annotations
 
@@ -71,6 +72,9 @@ def main() -> None:
     parser.add_argument("--baseline-limit", type=int, default=64, help="MRs for the HF peft loop (0: skip it)")
     parser.add_argument("--data-dir", default=os.environ.get("PEFTLAB_DATA_DIR", "../shared/data"))
     parser.add_argument("--out", default="benchmarks/results/bench_decode.json")
+    parser.add_argument("--save-outputs", default=None, metavar="DIR",
+                        help="also write each entry's outputs, one per line in MR order, to DIR/<entry>.txt "
+                             "(score them with `peftlab evaluate e2e`)")
     args = parser.parse_args()
     runs = []
     for entry in args.runs:
@@ -153,6 +157,10 @@ def main() -> None:
         earlier[name] = md5
         record(name, seconds, outputs, batch_size=batch_size, beams=beams, weights=weights, engine=engine,
                outputs_md5=md5, **extra)
+        if args.save_outputs:
+            folder = Path(args.save_outputs)
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / f"{name}.txt").write_text("".join(o + "\n" for o in outputs), encoding="utf-8")
         for other, same in extra.get("same_outputs_as", {}).items():
             print(f"  same outputs as {other}: {same}")
         del model
