@@ -309,3 +309,18 @@ def test_a_folder_of_another_budget_is_not_the_same_run(suite, tmp_path):
     folder.mkdir(parents=True)
     (folder / "config.yaml").write_text(yaml.safe_dump(_normalised(shorter)), encoding="utf-8")
     assert runner.twin_folder(step0, recipe, suite, runs) is None
+
+
+def test_docs_table_shows_a_step_that_will_be_copied_with_its_twins_numbers(suite, tmp_path):
+    grid = grid_lines(suite, "lora", [3.0, 2.0, 2.5])
+    main0 = spec_of(suite, "main", "lora")
+    earlier = line(main0, {**main0.recipe, "optim": {**main0.recipe["optim"], "lr": grid_lrs(suite, "lora")[1]}}, 2.5)
+    results = tmp_path / "quality.jsonl"
+    results.write_text("".join(json.dumps(r) + "\n" for r in grid + [earlier]), encoding="utf-8")
+    out = tmp_path / "benchmarks.md"
+    write_benchmarks_doc(suite, results, out, runs_dir=tmp_path / "runs")
+    md = out.read_text(encoding="utf-8")
+    section = md[md.index("## Protocol `check`"):md.index("## Protocol `main`")]
+    row = next(r for r in section.splitlines() if r.startswith("| lora "))
+    assert f"{earlier['lr']:g}: 2.5000; BLEU 0.3500 (copy of its twin, to record)" in row
+    assert "waiting" in row.split("|")[-2]  # not chosen: the copy is not recorded yet

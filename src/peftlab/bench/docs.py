@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .results import latest_by_key, read_results
-from .runner import NOT_NEEDED, PlannedRun, choose_lr, extension_states, plan, selection_score
+from .runner import (NOT_NEEDED, PlannedRun, adoptable, choose_lr, extension_states, plan, resolved_recipe,
+                     selection_score)
 from .suite import RunSpec, Suite, extension_values
 from .verdicts import (PREFIX_VARIANTS, RULES, Results, Stat, all_verdicts, convergence_steps, curve, fmt, headline,
                        metric_names, seed_method_losses, spread, stat, sub)
@@ -87,7 +88,7 @@ def render_benchmarks_doc(suite: Suite, lines: list[dict[str, Any]], planned: li
     md += ["## Differences from the papers' protocols", ""] + [f"- {d.replace('{lr_grids}', grids)}"
                                                               for d in DIFFERENCES] + [""]
     for name in suite.protocols:
-        md += _protocol_section(suite, res, name)
+        md += _protocol_section(suite, res, name, latest)
     md += ["## Plots", ""]
     for file in PLOT_FILES:
         caption = made.get(file)
@@ -227,7 +228,10 @@ def _verdicts(res: Results) -> list[str]:
 
 
 # --------------------------------------------------------------------------------------------------------- protocols
-def _protocol_section(suite: Suite, res: Results, name: str) -> list[str]:
+def _protocol_section(suite: Suite, res: Results, name: str, latest: dict[str, dict[str, Any]] | None = None
+                      ) -> list[str]:
+    """One protocol's section; ``latest``: the newest line of every key, compared or not (the copies an lr check
+    will make are shown from it)."""
     raw = suite.protocols[name] or {}
     md = [f"## Protocol `{name}`", ""]
     if raw.get("description"):
@@ -236,7 +240,7 @@ def _protocol_section(suite: Suite, res: Results, name: str) -> list[str]:
     if raw.get("lr_grid") or raw.get("lr_grid_factors"):
         return md + _lr_grid_table(suite, res, name)
     if raw.get("lr_steps") is not None:
-        return md + _lr_steps_table(suite, res, name)
+        return md + _lr_steps_table(suite, res, name, latest or res.records)
     for task in res.tasks(name):
         if len(res.tasks(name)) > 1 or raw.get("task") == "glue":
             md += [f"### {name} / {task}", ""]
@@ -402,7 +406,7 @@ def _lr_grid_table(suite: Suite, res: Results, protocol: str) -> list[str]:
     return _table(header, rows) + [note, ""]
 
 
-def _lr_steps_table(suite: Suite, res: Results, protocol: str) -> list[str]:
+def _lr_steps_table(suite: Suite, res: Results, protocol: str, latest: dict[str, dict[str, Any]]) -> list[str]:
     """One row per arm: each lr step's lr, best dev score and first metric, and the lr the protocol chose."""
     raw = suite.protocols[protocol]
     steps = list(raw["lr_steps"])
@@ -424,13 +428,20 @@ def _lr_steps_table(suite: Suite, res: Results, protocol: str) -> list[str]:
             if lr is None:
                 row.append("?")
                 continue
+            copied = ""
+            if not records:  # the same run as another protocol's line: the runner copies it when it gets there
+                twins = [adoptable(s, recipe, latest) for s in at
+                         if (recipe := resolved_recipe(s, suite, current)) is not None]
+                records = [t for t in twins if t is not None]
+                copied = " (copy of its twin, to record)" if records else ""
             if not records:
                 row.append(f"{lr:g}: to run")
                 continue
             dev = stat(-selection_score(r) if e2e and selection_score(r) is not None else selection_score(r)
                        for r in records)
             name = metric or next(iter(records[0]["metrics"]), "")
-            cell = f"{lr:g}: {dev.text(with_n=False)}; {name} {stat(r['metrics'].get(name) for r in records).text(with_n=False)}"
+            cell = (f"{lr:g}: {dev.text(with_n=False)}; {name} "
+                    f"{stat(r['metrics'].get(name) for r in records).text(with_n=False)}{copied}")
             row.append(f"**{cell}**" if chosen is not None and math.isclose(lr, chosen, rel_tol=1e-9) else cell)
         row.append(_lr(chosen) if chosen is not None else why)
         rows.append(row)
