@@ -116,7 +116,8 @@ def test_glue_tsv_reader_only_raises_data_errors(task_name, text, with_header):
 
 suite_text = st.recursive(json_scalars, lambda inner: st.dictionaries(
     st.sampled_from(["version", "protocols", "p", "task", "arms", "a", "method", "seeds", "steps", "lr_grid",
-                     "lr_from", "overrides", "e2e", "lora", "baseline", "prefix_lengths", "optim.lr"]), inner,
+                     "lr_from", "lr_steps", "overrides", "e2e", "lora", "baseline", "prefix_lengths",
+                     "optim.lr"]), inner,
     max_size=4), max_leaves=10)
 
 

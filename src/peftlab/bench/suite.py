@@ -247,7 +247,7 @@ def _expand_protocol(path: Path, name: str, protocol: Any, protocols: dict[str, 
     if tolerance and not has_grid and lr_steps is None:
         raise ConfigError(f"{where}.lr_select_tolerance: only with lr_grid, lr_grid_factors or lr_steps")
     if lr_from is not None:
-        source = protocols.get(lr_from)
+        source = protocols.get(lr_from) if isinstance(lr_from, str) else None
         if not isinstance(source, dict) or not is_lr_source(source):
             raise ConfigError(f"{where}.lr_from: {lr_from!r} is not a protocol of this suite with an lr grid "
                               "or lr_steps")
