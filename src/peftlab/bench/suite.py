@@ -48,7 +48,7 @@ the grid chose and at its next smaller grid value (moved K places along the sort
 smallest, by the ratio of the two smallest). Such a protocol is itself a source for ``lr_from`` (the best of its
 lrs by mean dev score, with its own ``lr_select_tolerance``), so a main protocol can take its lr from a check run at
 its own budget. A run whose recipe equals a result line of another protocol (same seed) is not trained twice: the
-runner copies that line (``adopted_from``).
+runner copies that line (``adopted_from``), or continues the other run's half-done folder.
 
 Each arm starts from the shipped recipe ``<task>/<model>/<method>`` (``peftlab recipes ls``; built-in defaults if
 there is none). Everything is checked before anything runs: unknown keys, unknown methods, recipe keys and method fields
