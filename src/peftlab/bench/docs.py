@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 
 from .results import latest_by_key, read_results
 from .runner import (NOT_NEEDED, PlannedRun, adoptable, choose_lr, extension_states, plan, resolved_recipe,
-                     selection_score)
+                     selection_score, step_line)
 from .suite import RunSpec, Suite, extension_values
 from .verdicts import (PREFIX_VARIANTS, RULES, Results, Stat, all_verdicts, convergence_steps, curve, fmt, headline,
                        metric_names, seed_method_losses, spread, stat, sub)
@@ -421,10 +421,9 @@ def _lr_steps_table(suite: Suite, res: Results, protocol: str, latest: dict[str,
         row = [base]
         for step in steps:
             at = [s for s in own if s.lr_step == step]
-            lr, _ = choose_lr(at[0], suite, current) if at else (None, "")
-            records = [current[s.key] for s in at if s.key in current]
-            records = [r for r in records if lr is not None and isinstance(r.get("lr"), (int, float))
-                       and math.isclose(float(r["lr"]), lr, rel_tol=1e-9)]
+            lines = [step_line(s, suite, current) for s in at]
+            lr = lines[0][0] if lines else None
+            records = [record for _, _, record in lines if record is not None]
             if lr is None:
                 row.append("?")
                 continue

@@ -225,6 +225,18 @@ def _recorded_lr(record: dict[str, Any]) -> float | None:
     return float(value) if isinstance(value, (int, float)) else None
 
 
+def step_line(spec: RunSpec, suite: Suite, results: dict[str, dict[str, Any]]
+              ) -> tuple[float | None, str, dict[str, Any] | None]:
+    """An ``lr_steps`` run's lr now (:func:`stepped_lr`), why, and its result line if that line was made at that lr
+    (a line from before the grid moved its choice does not count)."""
+    lr, why = stepped_lr(spec, suite, results)
+    record = results.get(spec.key)
+    recorded = _recorded_lr(record) if record else None
+    if lr is None or recorded is None or not math.isclose(recorded, lr, rel_tol=1e-9):
+        record = None
+    return lr, why, record
+
+
 def steps_choice(suite: Suite, protocol: str, arm: str, results: dict[str, dict[str, Any]]
                  ) -> tuple[float | None, str]:
     """The lr an ``lr_steps`` protocol chose for its arm ``arm``: the best mean dev score over its lr steps (with
@@ -233,12 +245,10 @@ def steps_choice(suite: Suite, protocol: str, arm: str, results: dict[str, dict[
     by_lr: dict[float, list[float]] = {}
     waiting = 0
     for run in runs:
-        lr, why = stepped_lr(run, suite, results)
+        lr, why, record = step_line(run, suite, results)
         if lr is None:
             return None, why
-        record = results.get(run.key)
-        recorded = _recorded_lr(record) if record else None
-        if recorded is None or not math.isclose(recorded, lr, rel_tol=1e-9):
+        if record is None:
             waiting += 1
             continue
         score = selection_score(record)
