@@ -13,12 +13,17 @@ loop with dynamic padding. Variants:
 - ``peftlab_bf16_bf16w``: bf16 autocast, bf16 frozen base weights (adapters stay fp32), eager attention;
 - ``peftlab_bf16_bf16w_compiled``: the same with ``run.compile`` (torch.compile of every block);
 - ``peftlab_bf16_bf16w_compiled_cppgemm``: the same, compiled with inductor's ``max_autotune`` and its C++ GEMM
-  templates (``max_autotune_gemm_backends="CPP,ATEN"``: each product picks the faster of the two by timing).
+  templates (``max_autotune_gemm_backends="CPP,ATEN"``: each product picks the faster of the two by timing);
+- ``peftlab_bf16_bf16w_packed2`` / ``peftlab_bf16_bf16w_compiled_packed2``: ``--bf16`` (and ``--compile``) on the
+  same examples packed two to a row (``data.pack_per_row=2``: each example attends only to itself, the same loss
+  on ~27 % fewer positions than dynamic padding).
 
 With ``--memory`` each variant then runs alone in a fresh process for a few steps and its peak RSS is recorded.
 Unless ``--no-floor``, the bf16 matrix-product floor of every timed batch is measured in the same process after the
 rounds (:func:`matmul_floor`: the products a LoRA step cannot avoid, each timed alone), and every variant's step is
-reported over it (``step_over_floor``: the median over the timed batches of step time / that batch's floor).
+reported over it (``step_over_floor``: the median over the timed batches of step time / that batch's floor). The
+floor is taken of each layout the variants ran (padded, and packed where a packed variant ran): a packed variant is
+reported over its own layout's floor (``step_over_floor``) and over the padded one (``step_over_padded_floor``).
 
     .venv/bin/python benchmarks/bench_train.py [--steps 8] [--warmup 2] [--pad-to 512] [--memory]
 """
@@ -40,14 +45,15 @@ from peftlab.train.rundir import peak_memory_mb
 LORA = dict(r=4, lora_alpha=32, lora_dropout=0.1)
 
 
-def load_batches(tokenizer, n_batches: int, batch_size: int, data_dir: str, pad_to: int | None = None):
+def load_batches(tokenizer, n_batches: int, batch_size: int, data_dir: str, pad_to: int | None = None,
+                 pack_per_row: int = 1):
     from peftlab.data import linearize_mr, load_e2e
     from peftlab.train import collate_causal_lm
 
     records = load_e2e("train", data_dir).records[: n_batches * batch_size]
     pairs = [(linearize_mr(r.mr) + " ||", " " + r.ref) for r in records]
     batches = [collate_causal_lm(tokenizer, [p for p, _ in pairs[i:i + batch_size]],
-                                 [t for _, t in pairs[i:i + batch_size]]).as_model_inputs()
+                                 [t for _, t in pairs[i:i + batch_size]], pack_per_row=pack_per_row).as_model_inputs()
                for i in range(0, len(pairs), batch_size)]
     return [_pad(b, pad_to, tokenizer.pad_token_id) for b in batches] if pad_to else batches
 
@@ -125,7 +131,16 @@ VARIANTS = {
     "peftlab_bf16_bf16w_compiled_cppgemm": (peftlab_setup, dict(
         bf16=True, base_dtype="bfloat16", attn="eager", compile_blocks=True,
         inductor={"max_autotune": True, "max_autotune_gemm_backends": "CPP,ATEN"})),
+    "peftlab_bf16_bf16w_packed2": (peftlab_setup, dict(bf16=True, base_dtype="bfloat16", attn="eager")),
+    "peftlab_bf16_bf16w_compiled_packed2": (peftlab_setup, dict(bf16=True, base_dtype="bfloat16", attn="eager",
+                                                                compile_blocks=True)),
 }
+PACKED_SUFFIX = "_packed2"  # variants that run the packed batches (two examples to a row)
+
+
+def layout(name: str) -> str:
+    """Which batches a variant runs: "pad512", "packed" or "padded" (dynamic padding)."""
+    return "pad512" if name.endswith("pad512") else "packed" if name.endswith(PACKED_SUFFIX) else "padded"
 
 
 def _median_seconds(fn, repeats: int) -> float:
@@ -179,7 +194,7 @@ def matmul_floor(batches, repeats: int = 5) -> dict:
         return cache[key]
 
     for batch in batches:
-        size, width = batch["input_ids"].shape
+        size, width = batch["input_ids"].shape  # rows x width: padded, or packed (several examples to a row)
         tokens = size * width
         targets = int((batch["labels"][:, 1:] != -100).sum())
         seconds = flops = 0.0
@@ -201,11 +216,11 @@ def matmul_floor(batches, repeats: int = 5) -> dict:
             "gemm_gflops_per_s": sum(flops_per_step) / sum(floors) / 1e9, "repeats": repeats}
 
 
-def measure_memory(name: str, batches, pad_batches, steps: int) -> float:
+def measure_memory(name: str, batches_by_layout: dict, steps: int) -> float:
     """Run one variant alone (this process is a fresh one) and return its peak RSS in MB."""
     setup, kwargs = VARIANTS[name]
     step = setup(**kwargs)
-    for batch in (pad_batches if name.endswith("pad512") else batches)[:steps]:
+    for batch in batches_by_layout[layout(name)][:steps]:
         step(batch)
     return peak_memory_mb()  # VmHWM: ru_maxrss would carry over the parent's peak through exec
 
@@ -230,9 +245,12 @@ def main() -> None:
     tokenizer = load_tokenizer("smollm2-135m")
     n_batches = args.warmup + args.steps
     batches = load_batches(tokenizer, n_batches, args.batch_size, args.data_dir)
-    pad_batches = load_batches(tokenizer, n_batches, args.batch_size, args.data_dir, pad_to=args.pad_to or None)
+    by_layout = {"padded": batches,
+                 "pad512": load_batches(tokenizer, n_batches, args.batch_size, args.data_dir,
+                                        pad_to=args.pad_to or None),
+                 "packed": load_batches(tokenizer, n_batches, args.batch_size, args.data_dir, pack_per_row=2)}
     if args.memory_only:
-        print(json.dumps({"peak_rss_mb": measure_memory(args.memory_only, batches, pad_batches, 3)}))
+        print(json.dumps({"peak_rss_mb": measure_memory(args.memory_only, by_layout, 3)}))
         return
     names = [n for n in args.variants if args.pad_to or not n.endswith("pad512")]
     steps = {}
@@ -244,7 +262,7 @@ def main() -> None:
     losses: dict[str, list[float]] = {name: [] for name in names}
     for i in range(n_batches):  # interleaved rounds; the first `warmup` rounds are not timed
         for name in names:
-            batch = pad_batches[i] if name.endswith("pad512") else batches[i]
+            batch = by_layout[layout(name)][i]
             start = time.perf_counter()
             losses[name].append(steps[name](batch))
             if i >= args.warmup:
@@ -252,6 +270,8 @@ def main() -> None:
         print(f"round {i + 1}/{n_batches} done", file=sys.stderr, flush=True)
     timed_tokens = sum(tokens[args.warmup:])
     floor = matmul_floor(batches[args.warmup:]) if args.floor else None
+    packed_floor = (matmul_floor(by_layout["packed"][args.warmup:])
+                    if args.floor and any(layout(n) == "packed" for n in names) else None)
     base = statistics.median(times["hf_peft_fp32"]) if "hf_peft_fp32" in times else None
     results = {"batch_size": args.batch_size, "steps": args.steps, "warmup": args.warmup, "pad_to": args.pad_to,
                "threads": torch.get_num_threads(), "tokens_per_step_mean": timed_tokens / args.steps,
@@ -261,6 +281,12 @@ def main() -> None:
         results["matmul_floor"] = {**floor, "median_floor_seconds": floor_median}
         print(f"bf16 matrix-product floor: median {floor_median:.3f} s/step over the timed batches "
               f"({statistics.median(floor['flops']) / 1e9:.0f} GFLOP, {floor['gemm_gflops_per_s']:.0f} GFLOP/s)")
+    if packed_floor:
+        packed_median = statistics.median(packed_floor["floor_seconds"])
+        results["matmul_floor_packed"] = {**packed_floor, "median_floor_seconds": packed_median}
+        print(f"the same, packed two examples to a row: median {packed_median:.3f} s/step "
+              f"({statistics.median(packed_floor['flops']) / 1e9:.0f} GFLOP, "
+              f"{packed_floor['gemm_gflops_per_s']:.0f} GFLOP/s)")
     header = f"{'variant':<30}{'median s/step':>14}{'tokens/s':>10}{'vs hf_peft_fp32':>17}"
     header += f"{'vs floor':>10}" if floor else ""
     print(header + ("   peak RSS alone" if args.memory else "") + "   first/last loss")
@@ -270,9 +296,13 @@ def main() -> None:
                "speedup_vs_hf_peft_fp32": base / med if base else None, "losses": losses[name]}
         if floor:
             # each timed step over its own batch's floor, then the median (batches differ in width)
-            row["step_over_floor"] = statistics.median(t / f for t, f in zip(times[name], floor["floor_seconds"]))
+            row["step_over_padded_floor"] = statistics.median(t / f for t, f in zip(times[name],
+                                                                                     floor["floor_seconds"]))
+            own = packed_floor if layout(name) == "packed" else floor
+            row["step_over_floor"] = statistics.median(t / f for t, f in zip(times[name], own["floor_seconds"]))
         if args.memory:
             out = subprocess.run([sys.executable, __file__, "--memory-only", name, "--data-dir", args.data_dir,
+                                  "--batch-size", str(args.batch_size),
                                   "--pad-to", str(args.pad_to or 512)], capture_output=True, text=True, check=True)
             row["peak_rss_mb_alone"] = json.loads(out.stdout.strip().splitlines()[-1])["peak_rss_mb"]
         results["variants"][name] = row

@@ -298,3 +298,58 @@ def test_module_moves_and_copies(case, arch):
         moved = model.to(torch.device("cpu")).float()  # what accelerate/DDP do: nn.Module._apply must work
         torch.testing.assert_close(model_output(moved, batch), expected, atol=0, rtol=0)
         torch.testing.assert_close(model_output(copy.deepcopy(model), batch), expected, atol=0, rtol=0)
+
+
+class _IdsTokenizer:
+    """Texts of space-separated token ids (the collate's tokenizer interface, for a tiny random model)."""
+
+    pad_token_id, eos_token_id = 0, 2
+
+    def __call__(self, text: str, add_special_tokens: bool = False) -> dict[str, list[int]]:
+        return {"input_ids": [int(t) for t in text.split()]}
+
+
+def _packing_batches(pack_per_row: int):
+    from peftlab.train import collate_causal_lm
+
+    gen = torch.Generator().manual_seed(5)
+    lengths = [(3, 6), (5, 2), (2, 9), (4, 4), (6, 1)]  # (prompt, target) tokens: rows of unequal length
+    prompts, targets = [], []
+    for n_prompt, n_target in lengths:
+        ids = torch.randint(3, 96, (n_prompt + n_target,), generator=gen).tolist()
+        prompts.append(" ".join(map(str, ids[:n_prompt])))
+        targets.append(" ".join(map(str, ids[n_prompt:])))
+    tokenizer = _IdsTokenizer()
+    return (collate_causal_lm(tokenizer, prompts, targets).as_model_inputs(),
+            collate_causal_lm(tokenizer, prompts, targets, pack_per_row=pack_per_row).as_model_inputs())
+
+
+@matrix
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_packed_batch_gives_the_padded_loss_and_gradients(case, arch):
+    """Packing (several examples per row, attending only to themselves) changes nothing but the layout: the
+    target-only loss, the model's own loss and every trainable gradient equal the padded batch's."""
+    from peftlab.train.tasks import TargetOnlyCausalLMLoss
+
+    model, _ = build(case, arch, init=False)
+    model.eval()  # no dropout: the two layouts draw different masks
+    padded, packed = _packing_batches(pack_per_row=2)
+    assert packed["input_ids"].shape[0] == 3 and packed["input_ids"].numel() < padded["input_ids"].numel()
+    loss_module = TargetOnlyCausalLMLoss(model)
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    results = []
+    for batch in (padded, packed):
+        model.zero_grad()
+        loss = loss_module(**batch)
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in trainable if p.grad is not None}
+        with torch.no_grad():  # transformers reads packed positions only without a KV cache
+            own_loss = model(**batch, use_cache=False).loss
+        results.append((loss.detach(), own_loss, grads))
+    (want, want_own, want_grads), (got, got_own, got_grads) = results
+    torch.testing.assert_close(got, want, atol=ATOL, rtol=1e-5)
+    torch.testing.assert_close(got_own, want_own, atol=ATOL, rtol=1e-5)
+    torch.testing.assert_close(got_own, got, atol=ATOL, rtol=1e-5)
+    assert want_grads and set(got_grads) == set(want_grads)
+    for name, grad in want_grads.items():
+        torch.testing.assert_close(got_grads[name], grad, atol=ATOL, rtol=1e-4, msg=name)

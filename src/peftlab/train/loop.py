@@ -33,6 +33,7 @@ from transformers import get_scheduler
 from ..errors import ConfigError, PeftlabError
 from ..metrics.ptb import resolve_backend
 from ..model import get_peft_model
+from .batching import batch_tokens
 from .checkpoint import (BEST_FILE, TrainState, adapter_snapshot, checkpoint_step, find_checkpoint, load_best_snapshot,
                          load_checkpoint, nonfinite_tensors, prepare_checkpointing, restore_adapter, save_checkpoint)
 from .methods import build_method_config
@@ -266,7 +267,7 @@ class FinetuneRecipe:
             for batch in loader:
                 loss = self._micro_step(batch)
                 state.batches_done += 1
-                state.tokens += int(batch["attention_mask"].sum()) * accelerator.num_processes
+                state.tokens += batch_tokens(batch) * accelerator.num_processes
                 window_loss += loss.item()
                 window_micro += 1
                 if not accelerator.sync_gradients:

@@ -37,10 +37,14 @@ class TargetOnlyCausalLMLoss(nn.Module):
         hf_model = peft_model.model
         self._body_path = get_layout(hf_model).body_prefix
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                position_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """A padded batch (``attention_mask``) or a packed one (``position_ids``, no mask; see
+        :mod:`peftlab.train.batching`)."""
         hf_model = self.peft_model.model
         body = hf_model.get_submodule(self._body_path) if self._body_path else hf_model
-        hidden = body(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+        hidden = body(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                      use_cache=False).last_hidden_state
         targets = labels[:, 1:]  # position t predicts token t+1
         keep = targets != IGNORE_INDEX  # (B, T-1)
         selected = hidden[:, :-1][keep]  # (N_target, d)
@@ -91,7 +95,7 @@ class E2ETask:
 
     def collate(self, tokenizer, items) -> dict[str, torch.Tensor]:
         batch = collate_causal_lm(tokenizer, [p for p, _ in items], [t for _, t in items],
-                                  max_length=self.recipe.data.max_length)
+                                  max_length=self.recipe.data.max_length, pack_per_row=self.recipe.data.pack_per_row)
         return batch.as_model_inputs()
 
     def loss_module(self, peft_model) -> nn.Module:
