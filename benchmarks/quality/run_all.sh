@@ -33,3 +33,4 @@ for seed in 1 2; do
   bench --protocol prefix-length --seed "$seed"
 done
 bench --protocol e2e-solo
+bench --protocol e2e-packing

@@ -72,6 +72,8 @@ def resolve_recipe(args: argparse.Namespace):
         overrides.append("run.bf16=true")
     if args.compile:
         overrides.append("run.compile=true")
+    if args.pack:
+        overrides.append("data.pack_per_row=2")
     data = apply_overrides(data, overrides + list(args.overrides))
     return recipe_from_dict(data, source=str(path) if path else "recipe"), path
 
@@ -126,6 +128,8 @@ def register_cli(subparsers) -> None:
     parser.add_argument("--seed", type=int)
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast (run.bf16=true)")
     parser.add_argument("--compile", action="store_true", help="torch.compile every block (run.compile=true)")
+    parser.add_argument("--pack", action="store_true",
+                        help="E2E: pack two examples to a row, each attending only to itself (data.pack_per_row=2)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --output-dir")
     parser.add_argument("--overwrite", action="store_true", help="replace the run in --output-dir")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
