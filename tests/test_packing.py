@@ -101,6 +101,17 @@ def test_packing_refuses_bad_values():
     assert recipe_from_dict({"data": {"pack_per_row": 2}}).data.pack_per_row == 2
 
 
+def test_the_pack_flag_sets_two_examples_to_a_row_and_an_override_wins(capsys):
+    assert main(["train", "e2e", "--method", "lora", "--pack", "--print-config"]) == 0
+    assert "pack_per_row: 2" in capsys.readouterr().out
+    assert main(["train", "e2e", "--method", "lora", "--pack", "data.pack_per_row=4", "--print-config"]) == 0
+    assert "pack_per_row: 4" in capsys.readouterr().out
+    assert main(["train", "e2e", "--method", "lora", "--print-config"]) == 0
+    assert "pack_per_row: 1" in capsys.readouterr().out
+    assert main(["train", "glue", "--model", "minilm-l6", "--method", "lora", "--pack", "--print-config"]) != 0
+    assert "data.pack_per_row" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_a_packed_run_trains_and_its_dev_loss_starts_where_the_padded_one_does(tmp_path, shared_data):
     """`peftlab train` with packed batches on the real model: the dev loss before training (packed dev batches)
