@@ -94,32 +94,25 @@ def collate_causal_lm(tokenizer, prompts: Sequence[str], targets: Sequence[str],
     examples = _tokenize(tokenizer, prompts, targets, max_length, add_eos)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     n_tokens = sum(len(ids) for ids, _ in examples)
-    if pack_per_row == 1:
-        width = max(len(ids) for ids, _ in examples)
-        input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(examples), width), dtype=torch.long)
-        labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
-        for i, (ids, n_prompt) in enumerate(examples):
-            input_ids[i, :len(ids)] = torch.tensor(ids)
-            attention_mask[i, :len(ids)] = 1
-            labels[i, n_prompt:len(ids)] = torch.tensor(ids[n_prompt:])
-            labels[i, 0] = IGNORE_INDEX  # never a loss target (nothing precedes it); the same in packed rows
-        return CausalLMBatch(input_ids, labels, attention_mask=attention_mask, n_tokens=n_tokens)
-
-    n_rows = -(-len(examples) // pack_per_row)  # ceil
-    rows = pack_rows([len(ids) for ids, _ in examples], n_rows)
+    packed = pack_per_row > 1
+    rows = (pack_rows([len(ids) for ids, _ in examples], -(-len(examples) // pack_per_row)) if packed  # ceil
+            else [[i] for i in range(len(examples))])
     width = max(sum(len(examples[i][0]) for i in row) for row in rows)
     input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
     position_ids = torch.zeros((len(rows), width), dtype=torch.long)
+    filled = [0] * len(rows)  # real tokens per row: each row's examples first, then its padding
     for r, row in enumerate(rows):
-        start = 0
         for i in row:
             ids, n_prompt = examples[i]
-            end = start + len(ids)
+            start, end = filled[r], filled[r] + len(ids)
             input_ids[r, start:end] = torch.tensor(ids)
             position_ids[r, start:end] = torch.arange(len(ids))
-            labels[r, start + max(n_prompt, 1):end] = torch.tensor(ids[max(n_prompt, 1):])
-            start = end
-        position_ids[r, start:] = torch.arange(width - start)  # the padding: a segment of its own
-    return CausalLMBatch(input_ids, labels, position_ids=position_ids, n_tokens=n_tokens)
+            first = max(n_prompt, 1)  # an example's first token is never a target (nothing precedes it)
+            labels[r, start + first:end] = torch.tensor(ids[first:])
+            filled[r] = end
+        position_ids[r, filled[r]:] = torch.arange(width - filled[r])  # the padding: a segment of its own
+    if packed:
+        return CausalLMBatch(input_ids, labels, position_ids=position_ids, n_tokens=n_tokens)
+    attention_mask = (torch.arange(width)[None, :] < torch.tensor(filled)[:, None]).long()  # (rows, width)
+    return CausalLMBatch(input_ids, labels, attention_mask=attention_mask, n_tokens=n_tokens)
