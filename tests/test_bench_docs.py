@@ -432,3 +432,15 @@ def test_output_is_byte_identical(tmp_path, suite):
     _, out = render(tmp_path, suite, records)
     assert out.read_bytes() == first
     assert not re.search(rb"\d{4}-\d\d-\d\d \d\d:\d\d", first)  # no timestamp
+
+
+def test_hardware_section_counts_the_machines_of_the_lines(tmp_path, suite):
+    avx2 = {"cpu": "AMD EPYC", "cpu_capability": "AVX2", "cpu_bf16_native": False, "cpus": 2, "cuda": None}
+    records = seeds("e2e-mini", "e2e", "lora", [0.6, 0.61], hardware=avx2) + seeds("e2e-mini", "e2e", "solo",
+                                                                                    [0.6])
+    records.append(line("e2e-mini", "e2e", "template", 0, e2e_metrics(0.5662), trainable_params=0,
+                        baseline="template_full"))  # not a run: no machine to name
+    md, _ = render(tmp_path, suite, records)
+    hw = section(md, "## Hardware and versions")
+    assert "- AMD EPYC (AVX2, bf16 emulated), 2 CPUs (2)" in hw
+    assert "- not recorded (1)" in hw

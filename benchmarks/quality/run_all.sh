@@ -18,6 +18,17 @@ bench() {
   "$PYTHON" -m peftlab.cli bench quality run --results "$ROOT/benchmarks/results/quality.jsonl" \
     --runs-dir "$ROOT/runs/quality" --rerun-stale "$@" || echo "[run_all] step failed: $*"
 }
+# The E2E protocols train in bf16 (as their first runs did); the GLUE ones in fp32. On a CPU without native bf16
+# (AVX2 only: bf16 products are emulated, several times slower than fp32; peftlab.hardware) every GLUE run, all seeds,
+# goes first, so a session on such a machine spends its hours on the runs that machine does well.
+if [ "$("$PYTHON" -c 'from peftlab.hardware import bf16_matmul_native; print(int(bf16_matmul_native()))')" = 0 ]; then
+  echo "[run_all] this machine emulates bf16: the fp32 GLUE protocols first, all seeds"
+  bench --protocol lr-grid-glue
+  for seed in 0 1 2; do
+    bench --protocol glue-mini --seed "$seed"
+    bench --protocol prefix-length --seed "$seed"
+  done
+fi
 bench --protocol lr-grid-e2e
 # the check for LoRA and the seed methods first, then the GLUE evidence (two of the three claims need it), then the
 # check for the remaining baselines

@@ -97,6 +97,7 @@ def harvest(spec: RunSpec, run_dir: Path, recipe: dict[str, Any]) -> dict[str, A
         "peak_memory_mb": metrics_all.get("peak_memory_mb"), "compile": spec.compile,
         "curves": curves(run.log, dev_key),
         "recipe": config, "git_revision": meta.get("git_revision"), "versions": meta.get("versions"),
+        "hardware": meta.get("hardware"),
         "run_dir": str(run_dir),
     }
 

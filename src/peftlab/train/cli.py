@@ -126,7 +126,8 @@ def register_cli(subparsers) -> None:
     parser.add_argument("--output-dir", help="run folder")
     parser.add_argument("--data-dir", help="folder holding e2e/ and glue/ (default: $PEFTLAB_DATA_DIR)")
     parser.add_argument("--seed", type=int)
-    parser.add_argument("--bf16", action="store_true", help="bf16 autocast (run.bf16=true)")
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast (run.bf16=true); run.bf16=auto chooses bf16 only where this "
+                        "machine multiplies bf16 natively (else fp32: emulated bf16 is several times slower)")
     parser.add_argument("--compile", action="store_true", help="torch.compile every block (run.compile=true)")
     parser.add_argument("--pack", action="store_true",
                         help="E2E: pack two examples to a row, each attending only to itself (data.pack_per_row=2)")

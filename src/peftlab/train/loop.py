@@ -14,6 +14,7 @@ best-step selection, JSONL metrics, and resumable atomic checkpoints.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -31,6 +32,8 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from ..errors import ConfigError, PeftlabError
+from ..hardware import describe as describe_hardware
+from ..hardware import summary as hardware_summary
 from ..metrics.ptb import resolve_backend
 from ..model import get_peft_model
 from .batching import batch_tokens
@@ -40,7 +43,7 @@ from .methods import build_method_config
 from .recipe import Recipe
 from .rundir import peak_memory_mb, prepare_run_dir, truncate_log, undo_run_dir, write_run_files
 from .speed import (cast_frozen_weights, compile_blocks, decoding_attn_implementation, refuse_uncompilable,
-                    resolve_attn_implementation, uncompile_blocks)
+                    resolve_attn_implementation, resolve_bf16, uncompile_blocks)
 from .tasks import TASK_TYPES, make_task
 from .trackers import PROJECT_NAME, flatten_scalars, hparams, resolve_trackers, tracker_dir
 
@@ -53,6 +56,17 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def _forget_mixed_precision() -> None:
+    """Let the next ``Accelerator`` choose its mixed precision again. accelerate keeps one ``AcceleratorState`` per
+    process and refuses a second Accelerator with another precision ("AcceleratorState has already been
+    initialized"); a run that ended has no use for it. The process group (``PartialState``) is kept."""
+    from accelerate.state import AcceleratorState
+
+    reset = getattr(AcceleratorState, "_reset_state", None)
+    if reset is not None:
+        reset(reset_partial_state=False)
 
 
 def _steps_plan(recipe: Recipe, batches_per_epoch: int) -> int:
@@ -78,6 +92,13 @@ class FinetuneRecipe:
     def __init__(self, recipe: Recipe, *, resume: bool = False, overwrite: bool = False,
                  progress: bool = True) -> None:
         seed_everything(recipe.run.seed)
+        if recipe.run.bf16 == "auto":  # resolved once, so config.yaml and every later step see a bool
+            bf16 = resolve_bf16("auto")
+            recipe = dataclasses.replace(recipe, run=dataclasses.replace(recipe.run, bf16=bf16))
+            if int(os.environ.get("RANK", "0")) == 0:
+                print(f"[train] run.bf16=auto: {'bf16' if bf16 else 'fp32'} on {hardware_summary(describe_hardware())}")
+        elif recipe.run.bf16:
+            resolve_bf16(True)  # warns where bf16 is emulated
         self.recipe, self.resume, self.overwrite, self.progress = recipe, resume, overwrite, progress
         self.output_dir = Path(recipe.run.output_dir)
         self.ckpt_dir = self.output_dir / "checkpoint"
@@ -89,6 +110,7 @@ class FinetuneRecipe:
         self.trackers = resolve_trackers(recipe.run.report_to)
         # torchrun/accelerate launch on machines without a GPU: accelerate needs cpu=True to use gloo DDP
         multi_cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+        _forget_mixed_precision()  # a second run in this process (a notebook, a driver) may pick another precision
         self.accelerator = Accelerator(mixed_precision="bf16" if recipe.run.bf16 else "no", cpu=multi_cpu,
                                        gradient_accumulation_steps=recipe.optim.grad_accum,
                                        log_with=self.trackers or None, project_dir=tracker_dir(self.output_dir))

@@ -119,8 +119,11 @@ class RunArgs:
     """Run folder: metrics.json, predictions, adapter/, config.yaml, checkpoint/."""
     seed: int = 0
     """Seed for initialisation, data order and subsets."""
-    bf16: bool = False
-    """bf16 autocast for the frozen base (adapter weights stay fp32)."""
+    bf16: bool | Literal["auto"] = False
+    """bf16 autocast for the frozen base (adapter weights stay fp32). ``auto``: bf16 where this machine multiplies
+    bf16 natively (a CUDA GPU with bf16; a CPU with AVX512-BF16, AMX or Arm BF16), else fp32: on a CPU without it
+    bf16 is emulated and several times slower than fp32 (peftlab.hardware). The run folder's config.yaml records the
+    choice (true/false)."""
     bf16_frozen_weights: bool = True
     """With run.bf16: store the frozen base weights in bf16 (autocast casts them at every op anyway: this saves the
     copies and half their memory); every trainable tensor stays fp32."""

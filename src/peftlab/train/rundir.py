@@ -94,8 +94,10 @@ def versions() -> dict[str, str]:
 
 def write_run_files(output_dir: Path, recipe: Recipe, metrics: dict[str, Any], data_meta: dict[str, Any]) -> None:
     (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-    meta = {"versions": versions(), "git_revision": git_revision(), "seed": recipe.run.seed, "data": data_meta,
-            "command": sys.argv}
+    from ..hardware import describe
+
+    meta = {"versions": versions(), "git_revision": git_revision(), "hardware": describe(), "seed": recipe.run.seed,
+            "data": data_meta, "command": sys.argv}  # hardware: the machine that finished the run
     (output_dir / "meta.json").write_text(json.dumps(meta, indent=2, default=str) + "\n", encoding="utf-8")
 
 

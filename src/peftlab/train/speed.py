@@ -2,6 +2,7 @@
 Measured in ``benchmarks/bench_train.py``; see docs/training.md (Speed)."""
 from __future__ import annotations
 
+import warnings
 from typing import Iterable
 
 import torch
@@ -12,6 +13,22 @@ from ..generate import contiguous_head_input
 from ..layout import get_layout
 from ..registry import get_method
 from .checkpoint import training_state_params
+
+
+def resolve_bf16(choice: bool | str, device: str | torch.device | None = None) -> bool:
+    """``run.bf16`` as a bool: ``auto`` is :func:`peftlab.hardware.bf16_matmul_native`. ``true`` where bf16 is only
+    emulated warns (the run goes on as asked: a user may want bf16's numerics, or a machine like the one the results
+    were made on)."""
+    from ..hardware import bf16_matmul_native, cpu_capability, cpu_name
+
+    native = bf16_matmul_native(device)
+    if choice == "auto":
+        return native
+    if choice and not native:
+        warnings.warn(f"run.bf16=true on a CPU without native bf16 ({cpu_name()}, {cpu_capability()}): its bf16 "
+                      "matrix products are emulated and several times slower than fp32 (docs/training.md, Speed); "
+                      "run.bf16=auto picks fp32 here", UserWarning, stacklevel=2)
+    return bool(choice)
 
 
 def refuse_uncompilable(configs: Iterable[PeftConfig]) -> None:

@@ -167,10 +167,13 @@ class GlueTrainTask:
         model.eval()
         predictions: list[float] = []
         finite = True
+        # under the training's autocast: with run.bf16 the frozen weights are bf16 and a trainable head fp32
+        device = next(model.parameters()).device.type
         for i in range(0, len(self.dev.examples), 64):
             batch = self.collate(tokenizer, self.dev.examples[i:i + 64])
             batch.pop("labels")
-            logits = model(**batch).logits
+            with torch.autocast(device, dtype=torch.bfloat16, enabled=bool(self.recipe.run.bf16)):
+                logits = model(**batch).logits.float()
             finite = finite and bool(torch.isfinite(logits).all())
             if self.spec.task_type == "regression":
                 predictions.extend(logits[:, 0].tolist())
