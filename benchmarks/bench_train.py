@@ -16,10 +16,14 @@ loop with dynamic padding. Variants:
   templates (``max_autotune_gemm_backends="CPP,ATEN"``: each product picks the faster of the two by timing);
 - ``peftlab_bf16_bf16w_packed2`` / ``peftlab_bf16_bf16w_compiled_packed2``: ``--bf16`` (and ``--compile``) on the
   same examples packed two to a row (``data.pack_per_row=2``: each example attends only to itself, the same loss
-  on ~27 % fewer positions than dynamic padding).
+  on ~27 % fewer positions than dynamic padding);
+- ``peftlab_fp32_eager`` / ``peftlab_fp32_compiled`` / ``peftlab_fp32_compiled_packed2``: the fp32 path (eager
+  attention, as ``peftlab train`` runs on a CPU), what ``run.bf16=auto`` takes where bf16 is only emulated (an AVX2
+  CPU: peftlab.hardware), plain, compiled, and compiled + packed.
 
 With ``--memory`` each variant then runs alone in a fresh process for a few steps and its peak RSS is recorded.
-Unless ``--no-floor``, the bf16 matrix-product floor of every timed batch is measured in the same process after the
+Unless ``--no-floor``, the matrix-product floor of every timed batch (``--floor-dtype``: bf16 where the CPU
+multiplies bf16 natively, else fp32) is measured in the same process after the
 rounds (:func:`matmul_floor`: the products a LoRA step cannot avoid, each timed alone), and every variant's step is
 reported over it (``step_over_floor``: the median over the timed batches of step time / that batch's floor). The
 floor is taken of each layout the variants ran (padded, and packed where a packed variant ran): a packed variant is
@@ -134,6 +138,10 @@ VARIANTS = {
     "peftlab_bf16_bf16w_packed2": (peftlab_setup, dict(bf16=True, base_dtype="bfloat16", attn="eager")),
     "peftlab_bf16_bf16w_compiled_packed2": (peftlab_setup, dict(bf16=True, base_dtype="bfloat16", attn="eager",
                                                                 compile_blocks=True)),
+    # the fp32 path `peftlab train` takes where bf16 is only emulated (run.bf16=auto on an AVX2 CPU)
+    "peftlab_fp32_eager": (peftlab_setup, dict(bf16=False, attn="eager")),
+    "peftlab_fp32_compiled": (peftlab_setup, dict(bf16=False, attn="eager", compile_blocks=True)),
+    "peftlab_fp32_compiled_packed2": (peftlab_setup, dict(bf16=False, attn="eager", compile_blocks=True)),
 }
 PACKED_SUFFIX = "_packed2"  # variants that run the packed batches (two examples to a row)
 
@@ -153,9 +161,9 @@ def _median_seconds(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def matmul_floor(batches, repeats: int = 5) -> dict:
-    """The bf16 matrix-product floor of a LoRA step on each batch: the time of the products any implementation of
-    the step must run, each timed alone here (same process, same threads), summed.
+def matmul_floor(batches, repeats: int = 5, dtype: torch.dtype = torch.bfloat16) -> dict:
+    """The matrix-product floor of a LoRA step on each batch, in ``dtype`` (bf16 by default): the time of the
+    products any implementation of the step must run, each timed alone here (same process, same threads), summed.
 
     Per decoder block, on the N = batch x width tokens the step computes: every frozen linear layer forward
     (``F.linear`` with the (out, in) weight) and its input gradient (``grad @ W``; not in the first block's q/k/v,
@@ -166,7 +174,7 @@ def matmul_floor(batches, repeats: int = 5) -> dict:
 
     from peftlab.zoo import load_model
 
-    model = load_model("smollm2-135m", dtype="bfloat16")
+    model = load_model("smollm2-135m", dtype="bfloat16")  # shapes only
     head = model.get_output_embeddings()
     config = model.config
     heads, head_dim = config.num_attention_heads, config.hidden_size // config.num_attention_heads
@@ -181,15 +189,15 @@ def matmul_floor(batches, repeats: int = 5) -> dict:
         key = (kind, m, k, n)
         if key not in cache:
             if kind == "linear":  # (m, k) x (n, k)^T
-                x, w = torch.randn(m, k, dtype=torch.bfloat16), torch.randn(n, k, dtype=torch.bfloat16)
+                x, w = torch.randn(m, k, dtype=dtype), torch.randn(n, k, dtype=dtype)
                 cache[key] = _median_seconds(lambda: F.linear(x, w), repeats)
             elif kind == "grad":  # (m, n) x (n, k): the input gradient of that linear layer
-                g, w = torch.randn(m, n, dtype=torch.bfloat16), torch.randn(n, k, dtype=torch.bfloat16)
+                g, w = torch.randn(m, n, dtype=dtype), torch.randn(n, k, dtype=dtype)
                 cache[key] = _median_seconds(lambda: g @ w, repeats)
             else:  # batched (m = batch * heads, k, n): attention products
                 b, rows, inner, cols = m, k, n, k
-                a = torch.randn(b, rows, inner, dtype=torch.bfloat16)
-                c = torch.randn(b, inner, cols, dtype=torch.bfloat16)
+                a = torch.randn(b, rows, inner, dtype=dtype)
+                c = torch.randn(b, inner, cols, dtype=dtype)
                 cache[key] = _median_seconds(lambda: torch.bmm(a, c), repeats)
         return cache[key]
 
@@ -212,7 +220,7 @@ def matmul_floor(batches, repeats: int = 5) -> dict:
         flops += config.num_hidden_layers * 6 * 2 * size * heads * width * width * head_dim
         floors.append(seconds)
         flops_per_step.append(flops)
-    return {"floor_seconds": floors, "flops": flops_per_step, "linear_params": params,
+    return {"floor_seconds": floors, "flops": flops_per_step, "linear_params": params, "dtype": str(dtype),
             "gemm_gflops_per_s": sum(flops_per_step) / sum(floors) / 1e9, "repeats": repeats}
 
 
@@ -234,7 +242,10 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--memory", action="store_true", help="also measure each variant's peak RSS alone")
     parser.add_argument("--no-floor", dest="floor", action="store_false",
-                        help="skip timing the bf16 matrix-product floor of the timed batches")
+                        help="skip timing the matrix-product floor of the timed batches")
+    parser.add_argument("--floor-dtype", choices=["auto", "bfloat16", "float32"], default="auto",
+                        help="dtype of the floor's products (auto: bf16 where this CPU multiplies bf16 natively, "
+                             "else fp32, the dtype `peftlab train` runs there with run.bf16=auto)")
     parser.add_argument("--memory-only", help=argparse.SUPPRESS)  # internal: one variant, print its peak RSS
     parser.add_argument("--data-dir", default=os.environ.get("PEFTLAB_DATA_DIR", "../shared/data"))
     parser.add_argument("--out", default="benchmarks/results/bench_train.json")
@@ -269,17 +280,22 @@ def main() -> None:
                 times[name].append(time.perf_counter() - start)
         print(f"round {i + 1}/{n_batches} done", file=sys.stderr, flush=True)
     timed_tokens = sum(tokens[args.warmup:])
-    floor = matmul_floor(batches[args.warmup:]) if args.floor else None
-    packed_floor = (matmul_floor(by_layout["packed"][args.warmup:])
+    from peftlab.hardware import bf16_matmul_native, describe
+
+    floor_dtype = {"bfloat16": torch.bfloat16, "float32": torch.float32}.get(
+        args.floor_dtype, torch.bfloat16 if bf16_matmul_native("cpu") else torch.float32)
+    floor = matmul_floor(batches[args.warmup:], dtype=floor_dtype) if args.floor else None
+    packed_floor = (matmul_floor(by_layout["packed"][args.warmup:], dtype=floor_dtype)
                     if args.floor and any(layout(n) == "packed" for n in names) else None)
     base = statistics.median(times["hf_peft_fp32"]) if "hf_peft_fp32" in times else None
     results = {"batch_size": args.batch_size, "steps": args.steps, "warmup": args.warmup, "pad_to": args.pad_to,
                "threads": torch.get_num_threads(), "tokens_per_step_mean": timed_tokens / args.steps,
-               "command": " ".join(sys.argv), "variants": {}}
+               "command": " ".join(sys.argv), "hardware": describe(), "variants": {}}
     if floor:
         floor_median = statistics.median(floor["floor_seconds"])
         results["matmul_floor"] = {**floor, "median_floor_seconds": floor_median}
-        print(f"bf16 matrix-product floor: median {floor_median:.3f} s/step over the timed batches "
+        print(f"{str(floor_dtype).removeprefix('torch.')} matrix-product floor: median {floor_median:.3f} s/step "
+              f"over the timed batches "
               f"({statistics.median(floor['flops']) / 1e9:.0f} GFLOP, {floor['gemm_gflops_per_s']:.0f} GFLOP/s)")
     if packed_floor:
         packed_median = statistics.median(packed_floor["floor_seconds"])

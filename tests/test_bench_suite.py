@@ -231,3 +231,34 @@ def test_a_field_added_later_at_its_default_does_not_make_a_line_stale():
     moved = json.loads(json.dumps(current))
     moved["data"]["data_dir"] = "/elsewhere"
     assert same_recipe(moved, current)
+
+
+@pytest.mark.parametrize("native, allow, trained", [(False, False, False), (False, True, True), (True, False, True)])
+def test_a_bf16_run_waits_for_a_machine_that_multiplies_bf16_natively(tmp_path, monkeypatch, native, allow,
+                                                                       trained):
+    import peftlab.hardware as hardware
+    from peftlab.bench import runner
+
+    path = write_suite(tmp_path, """
+        p:
+          task: glue
+          glue_tasks: [sst2]
+          steps: 2
+          compile: false
+          overrides: {run.bf16: true, run.report_to: none}
+          arms: {lora: {method: lora}}
+    """)
+    monkeypatch.setattr(hardware, "bf16_matmul_native", lambda device=None: native)
+    calls: list[list[str]] = []
+    monkeypatch.setattr(runner.subprocess, "call", lambda command, **kw: calls.append(command) or 1)
+    lines: list[str] = []
+    suite = load_suite(path)
+    assert run_suite(suite, tmp_path / "r.jsonl", tmp_path / "runs", allow_emulated_bf16=allow,
+                     echo=lines.append) == 0
+    assert bool(calls) == trained  # the stand-in training fails (exit 1): nothing is recorded either way
+    if trained:
+        assert any("FAILED: training exited with code 1" in line for line in lines)
+    else:
+        skipped = next(line for line in lines if "skipped" in line)
+        assert "trains in bf16" in skipped and "bf16 emulated" in skipped and "--allow-emulated-bf16" in skipped
+        assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("config.yaml"))

@@ -51,7 +51,8 @@ def _run(args: argparse.Namespace) -> int:
     suite = _load(args)
     data_dir = args.data_dir or os.environ.get("PEFTLAB_DATA_DIR")
     recorded = run_suite(suite, Path(args.results), Path(args.runs_dir), data_dir=data_dir, select=_selector(args),
-                         max_runs=args.max_runs, rerun_stale=args.rerun_stale)
+                         max_runs=args.max_runs, rerun_stale=args.rerun_stale,
+                         allow_emulated_bf16=args.allow_emulated_bf16)
     print(f"[bench] recorded {recorded} run(s) in {args.results}")
     if args.docs:
         _docs(args)
@@ -97,6 +98,9 @@ def register_cli(subparsers) -> None:
     run.add_argument("--max-runs", type=int, help="stop after recording this many runs")
     run.add_argument("--rerun-stale", action="store_true",
                      help="re-run runs whose result line came from another recipe (the new line supersedes it)")
+    run.add_argument("--allow-emulated-bf16", action="store_true",
+                     help="also train the runs whose recipe has run.bf16 on a machine that only emulates bf16 (an "
+                          "AVX2 CPU; skipped by default: a bf16 step is many times slower than fp32 there)")
     run.add_argument("--docs", action="store_true", help=f"regenerate {DEFAULT_DOC} afterwards")
     run.add_argument("--out", default=DEFAULT_DOC, help=argparse.SUPPRESS)
     run.set_defaults(func=_run)
