@@ -444,3 +444,17 @@ def test_hardware_section_counts_the_machines_of_the_lines(tmp_path, suite):
     hw = section(md, "## Hardware and versions")
     assert "- AMD EPYC (AVX2, bf16 emulated), 2 CPUs (2)" in hw
     assert "- not recorded (1)" in hw
+
+
+def test_status_names_the_protocols_that_train_in_bf16(tmp_path, suite):
+    assert "Trained in bf16" not in section(render(tmp_path, suite, [])[0], "## Status")  # no bf16 there
+    path = tmp_path / "bf16-suite.yaml"
+    path.write_text("version: 1\nprotocols:\n"
+                    "  e2e-mini: {task: e2e, steps: 2, compile: false, overrides: {run.bf16: true},\n"
+                    "             arms: {template: {baseline: template_full}, lora: {method: lora}}}\n"
+                    "  glue-mini: {task: glue, glue_tasks: [sst2], steps: 2, compile: false,\n"
+                    "              arms: {lora: {method: lora}}}\n", encoding="utf-8")
+    (tmp_path / "bf16").mkdir()
+    md, _ = render(tmp_path / "bf16", load_suite(path), [])
+    status = section(md, "## Status")
+    assert "Trained in bf16: e2e-mini; in fp32: glue-mini." in status and "skips it elsewhere" in status
