@@ -58,14 +58,16 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _forget_mixed_precision() -> None:
-    """Let the next ``Accelerator`` choose its mixed precision again. accelerate keeps one ``AcceleratorState`` per
-    process and refuses a second Accelerator with another precision ("AcceleratorState has already been
-    initialized"); a run that ended has no use for it. The process group (``PartialState``) is kept."""
+def _forget_mixed_precision(wanted: str) -> None:
+    """Let the next ``Accelerator`` take the mixed precision ``wanted`` ("bf16" or "no"). accelerate keeps one
+    ``AcceleratorState`` per process and refuses a second Accelerator with another precision ("AcceleratorState has
+    already been initialized"), which a second run in one process (a notebook, a driver script) with another
+    precision would hit. Only then is that state dropped; the process group (``PartialState``) is kept."""
     from accelerate.state import AcceleratorState
 
+    held = AcceleratorState._shared_state.get("_mixed_precision")
     reset = getattr(AcceleratorState, "_reset_state", None)
-    if reset is not None:
+    if held is not None and held != wanted and reset is not None:
         reset(reset_partial_state=False)
 
 
@@ -110,8 +112,9 @@ class FinetuneRecipe:
         self.trackers = resolve_trackers(recipe.run.report_to)
         # torchrun/accelerate launch on machines without a GPU: accelerate needs cpu=True to use gloo DDP
         multi_cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
-        _forget_mixed_precision()  # a second run in this process (a notebook, a driver) may pick another precision
-        self.accelerator = Accelerator(mixed_precision="bf16" if recipe.run.bf16 else "no", cpu=multi_cpu,
+        precision = "bf16" if recipe.run.bf16 else "no"
+        _forget_mixed_precision(precision)  # a second run in this process may pick another precision
+        self.accelerator = Accelerator(mixed_precision=precision, cpu=multi_cpu,
                                        gradient_accumulation_steps=recipe.optim.grad_accum,
                                        log_with=self.trackers or None, project_dir=tracker_dir(self.output_dir))
         if self.accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
