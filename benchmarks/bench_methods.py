@@ -2,7 +2,8 @@
 
 For each model (the offline SmolLM2-135M, and a GPT-2-small-shaped model with random weights) every variant trains on
 the same E2E batches (batch 8, about 450 real tokens) in peftlab's fast path: bf16 autocast, bf16 frozen base
-weights, fp32 trainable tensors, eager attention (peftlab's CPU default). Rounds are interleaved (base forward,
+weights, fp32 trainable tensors, eager attention (peftlab's CPU default); with ``--dtype float32`` (or ``auto`` on a
+CPU that only emulates bf16) everything in fp32. Rounds are interleaved (base forward,
 variant A, variant B, ... then again), so machine noise hits all of them alike. Reported per variant, medians:
 
 - ``step_s``: one optimizer step (forward, backward, AdamW);
@@ -15,7 +16,8 @@ variant A, variant B, ... then again), so machine noise hits all of them alike. 
 peftlab variants use peftlab's target-only loss (logits only where labels are); the HF peft peers (``hf-lora``,
 ``hf-prefix``, ``hf-ia3``, peft 0.21) use the model's own loss, as a peft user's loop does, and are compared with
 the base forward of that same loss (``base_forward_full_logits_s``). ``+compile`` variants compile every block
-(``run.compile``); a variant that cannot run (for example compile for a method that does not support it) is kept in
+(``run.compile``); ``+fused`` variants step AdamW with its fused kernel (``optim.fused``, ``peftlab train``'s
+default) instead of the per-tensor loop the others use; a variant that cannot run (for example compile for a method that does not support it) is kept in
 the table as failed, with the error.
 
     .venv/bin/python benchmarks/bench_methods.py [--models smollm2-135m gpt2-small-random] [--variants lora solo ...]
@@ -51,7 +53,8 @@ SUITE_ARGS: dict[str, tuple[str, dict[str, Any]]] = {  # variant -> (method, met
 }
 PEERS = ("hf-lora", "hf-prefix", "hf-ia3")
 COMPILED = tuple(f"{name}+compile" for name in ("lora", "solo", "kernel-mix", "prefix", "gated-prefix"))
-VARIANTS = (*SUITE_ARGS, *COMPILED, *PEERS)
+FUSED = tuple(f"{name}+fused" for name in SUITE_ARGS)  # AdamW's fused kernel (optim.fused) instead of its loop
+VARIANTS = (*SUITE_ARGS, *COMPILED, *FUSED, *PEERS)
 DEFAULT_VARIANTS = (*SUITE_ARGS, "lora+compile", "prefix+compile", *PEERS)
 
 
@@ -119,7 +122,7 @@ def _method_args(variant: str, model) -> tuple[str, dict[str, Any]]:
     return method, args
 
 
-def peftlab_loop(variant: str, model) -> Loop:
+def peftlab_loop(variant: str, model, dtype: torch.dtype) -> Loop:
     from peftlab import get_peft_model
     from peftlab.train.methods import build_method_config
     from peftlab.train.speed import cast_frozen_weights, compile_blocks
@@ -127,16 +130,18 @@ def peftlab_loop(variant: str, model) -> Loop:
 
     method, args = _method_args(variant, model)
     peft_model = get_peft_model(model, build_method_config(method, args, "CAUSAL_LM"))
-    cast_frozen_weights(peft_model, torch.bfloat16)
+    if dtype != torch.float32:
+        cast_frozen_weights(peft_model, dtype)
     for name in peft_model.peft_config:  # e.g. Solo's ramp: t = 1 from the first step, as late in a run
         peft_model._tuner(name).on_train_begin(peft_model, name, 10, 0)
-    if variant.endswith("+compile"):
+    if "compile" in variant.split("+")[1:]:
         compile_blocks(peft_model)
     loss_module = TargetOnlyCausalLMLoss(peft_model)
-    return _loop(peft_model, loss_module, lambda batch: loss_module(**batch))
+    return _loop(peft_model, loss_module, lambda batch: loss_module(**batch), dtype,
+                 fused="fused" in variant.split("+")[1:])
 
 
-def peer_loop(variant: str, model) -> Loop:
+def peer_loop(variant: str, model, dtype: torch.dtype) -> Loop:
     import peft
 
     if variant == "hf-lora":
@@ -151,7 +156,7 @@ def peer_loop(variant: str, model) -> Loop:
     for param in peft_model.parameters():
         if param.requires_grad:
             param.data = param.data.float()  # fp32 trainable tensors, as peftlab's
-    return _loop(peft_model, peft_model, lambda batch: peft_model(**batch).loss)
+    return _loop(peft_model, peft_model, lambda batch: peft_model(**batch).loss, dtype)
 
 
 def _peer_targets(model, which: str) -> list[str]:
@@ -161,13 +166,15 @@ def _peer_targets(model, which: str) -> list[str]:
     return sorted({names[c] for c in which})
 
 
-def _loop(model, trained: torch.nn.Module, loss_of: Callable[[dict], torch.Tensor]) -> Loop:
+def _loop(model, trained: torch.nn.Module, loss_of: Callable[[dict], torch.Tensor], dtype: torch.dtype,
+          fused: bool = False) -> Loop:
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=1e-4)
+    optimizer = torch.optim.AdamW(params, lr=1e-4, fused=fused)
+    autocast = dtype != torch.float32
 
     def step(batch: dict) -> float:
         trained.train()
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
             loss = loss_of(batch)
         loss.backward()
         optimizer.step()
@@ -176,13 +183,13 @@ def _loop(model, trained: torch.nn.Module, loss_of: Callable[[dict], torch.Tenso
 
     def forward(batch: dict) -> float:
         trained.eval()
-        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
             return loss_of(batch).item()
 
     return Loop(step, forward, sum(p.numel() for p in params))
 
 
-def base_forwards(model) -> tuple[Callable, Callable]:
+def base_forwards(model, dtype: torch.dtype) -> tuple[Callable, Callable]:
     """The base model's forward with peftlab's target-only loss, and with the model's own (full-logits) loss."""
     from peftlab.train.tasks import TargetOnlyCausalLMLoss
 
@@ -196,7 +203,7 @@ def base_forwards(model) -> tuple[Callable, Callable]:
 
     def run(loss_of):
         def forward(batch: dict) -> float:
-            with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype != torch.float32):
                 return loss_of(batch).item()
         return forward
 
@@ -210,16 +217,17 @@ def _timed(fn, batch) -> float:
     return time.perf_counter() - start
 
 
-def bench_model(model_name: str, variants: list[str], steps: int, warmup: int, data_dir: str) -> dict[str, Any]:
-    base, tokenizer = load_base(model_name, torch.bfloat16)
+def bench_model(model_name: str, variants: list[str], steps: int, warmup: int, data_dir: str,
+                dtype: torch.dtype = torch.bfloat16) -> dict[str, Any]:
+    base, tokenizer = load_base(model_name, dtype)
     batches = load_batches(tokenizer, warmup + steps, 8, data_dir)
-    forward_target, forward_full = base_forwards(base)
+    forward_target, forward_full = base_forwards(base, dtype)
     loops: dict[str, Loop] = {}
     for variant in variants:
         print(f"[bench_methods] {model_name}: setting up {variant}", flush=True)
-        model, _ = load_base(model_name, torch.bfloat16)
+        model, _ = load_base(model_name, dtype)
         try:
-            loops[variant] = (peer_loop if variant in PEERS else peftlab_loop)(variant, model)
+            loops[variant] = (peer_loop if variant in PEERS else peftlab_loop)(variant, model, dtype)
         except Exception as err:  # reported as failed, not dropped
             loops[variant] = Loop(None, None, 0, error=f"{type(err).__name__}: {err}".splitlines()[0][:300])
             print(f"[bench_methods]   {variant} failed at set-up: {loops[variant].error}", flush=True)
@@ -283,6 +291,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=5, help="timed rounds (after the warm-up rounds)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed rounds first (compilation happens here)")
     parser.add_argument("--data-dir", default=os.environ.get("PEFTLAB_DATA_DIR", "../shared/data"))
+    parser.add_argument("--dtype", choices=["auto", "bfloat16", "float32"], default="auto",
+                        help="bfloat16: bf16 autocast and bf16 frozen weights (the fast path where the CPU multiplies "
+                             "bf16 natively); float32: everything fp32; auto: the one run.bf16=auto picks here")
     parser.add_argument("--out", default="benchmarks/results/bench_methods.json")
     args = parser.parse_args(argv)
     for problem in (unknown("model", args.models, MODELS), unknown("variant", args.variants, VARIANTS)):
@@ -291,12 +302,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.steps < 1 or args.warmup < 0:
         parser.error("--steps must be >= 1 and --warmup >= 0")
     os.environ.setdefault("PEFTLAB_DATA_DIR", args.data_dir)
-    results = {name: bench_model(name, args.variants, args.steps, args.warmup, args.data_dir)
+    from peftlab.hardware import bf16_matmul_native, describe
+
+    dtype = {"bfloat16": torch.bfloat16, "float32": torch.float32}.get(
+        args.dtype, torch.bfloat16 if bf16_matmul_native("cpu") else torch.float32)
+    print(f"[bench_methods] dtype {dtype}", flush=True)
+    results = {name: bench_model(name, args.variants, args.steps, args.warmup, args.data_dir, dtype)
                for name in args.models}
     for name, result in results.items():
         print_table(name, result)
     out = {"command": " ".join(["benchmarks/bench_methods.py", *sys.argv[1:]]), "threads": torch.get_num_threads(),
-           "torch": torch.__version__, "steps": args.steps, "warmup": args.warmup, "models": results}
+           "torch": torch.__version__, "steps": args.steps, "warmup": args.warmup, "dtype": str(dtype),
+           "hardware": describe(), "models": results}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
     print(f"\nwrote {args.out}")

@@ -315,7 +315,7 @@ def test_run_suite_runs_a_needed_extension_in_the_same_invocation(suite, tmp_pat
     is best at x1 for solo (none is): one invocation runs the grid, the extensions, then main with the chosen lrs."""
     trained: list[str] = []
 
-    def fake_execute(item, suite_, results_path, runs_dir, *, data_dir=None, echo=print):
+    def fake_execute(item, suite_, results_path, runs_dir, *, data_dir=None, allow_emulated_bf16=False, echo=print):
         spec = item.spec
         trained.append(spec.key)
         results = runner.latest_by_key(runner.read_results(results_path))

@@ -76,8 +76,12 @@ def same_recipe(stored: dict[str, Any], current: dict[str, Any]) -> bool:
     field spelled out). A field the stored recipe lacks counts as equal when the current value is that field's
     default: the line was written before the field existed, and a new field's default keeps the old behaviour, so
     adding a recipe field does not make every result stale (method_args are kept as the suite gives them, not filled
-    in, so a new method field never shows up). Any other difference does."""
-    stored, current = comparable_recipe(stored), comparable_recipe(current)
+    in, so a new method field never shows up). A field whose default is not what older recipes ran with
+    (``recipe.LEGACY_VALUES``, e.g. ``optim.fused``) is read from a stored recipe without it as that older value.
+    Any other difference does."""
+    from ..train.recipe import with_legacy_values
+
+    stored, current = comparable_recipe(with_legacy_values(stored)), comparable_recipe(current)
     defaults: dict[str, Any] | None = None
     for section in set(stored) | set(current):
         old, new = stored.get(section, _ABSENT), current.get(section, _ABSENT)

@@ -43,7 +43,8 @@ from .methods import build_method_config
 from .recipe import Recipe
 from .rundir import peak_memory_mb, prepare_run_dir, truncate_log, undo_run_dir, write_run_files
 from .speed import (cast_frozen_weights, compile_blocks, decoding_attn_implementation, refuse_uncompilable,
-                    resolve_attn_implementation, resolve_bf16, uncompile_blocks)
+                    fused_adamw_supported, resolve_attn_implementation, resolve_bf16,
+                    uncompile_blocks)
 from .tasks import TASK_TYPES, make_task
 from .trackers import PROJECT_NAME, flatten_scalars, hparams, resolve_trackers, tracker_dir
 
@@ -198,7 +199,8 @@ class FinetuneRecipe:
         optim = self.recipe.optim
         loss_module = self.task.loss_module(self.peft_model)
         self.params = [p for p in self.peft_model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(self.params, lr=optim.lr, weight_decay=optim.weight_decay, betas=optim.betas)
+        optimizer = torch.optim.AdamW(self.params, lr=optim.lr, weight_decay=optim.weight_decay, betas=optim.betas,
+                                      fused=optim.fused and fused_adamw_supported(self.params))
         scheduler = get_scheduler(optim.schedule, optimizer, num_warmup_steps=optim.warmup_steps,
                                   num_training_steps=self.total_steps)
         self.loss_module, self.optimizer, self.loader, self.scheduler = self.accelerator.prepare(
@@ -218,6 +220,9 @@ class FinetuneRecipe:
         if resume and self.ckpt_dir.exists():
             load_checkpoint(self.accelerator, self.ckpt_dir, self.peft_model, self.state, self.optimizer,
                             self.scheduler)
+            fused = self.recipe.optim.fused and fused_adamw_supported(self.params)
+            for group in self.optimizer.param_groups:  # the loaded groups carry the saved run's implementation
+                group["fused"], group["foreach"] = fused, None if fused else group.get("foreach")
             self.best_state = load_best_snapshot(self.ckpt_dir, self.peft_model)
             if main:
                 print(f"[train] resumed from {self.ckpt_dir} at step {self.state.step}")

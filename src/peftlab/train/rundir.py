@@ -34,7 +34,7 @@ def prepare_run_dir(output_dir: Path, recipe: Recipe, *, resume: bool, overwrite
         else:
             previous = yaml.safe_load(config_path.read_text(encoding="utf-8"))
             current = _comparable(recipe.to_dict())
-            if _comparable(previous) != current:
+            if _comparable(_filled_from(previous, current)) != current:
                 raise ConfigError(f"{output_dir}: --resume with a different recipe than the run there "
                                   f"({config_path}); use a new --output-dir")
     elif output_dir.exists() and any(output_dir.iterdir()) and not overwrite:
@@ -42,6 +42,20 @@ def prepare_run_dir(output_dir: Path, recipe: Recipe, *, resume: bool, overwrite
     writable_dir(output_dir, "run.output_dir")
     config_path.write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False), encoding="utf-8")
     return output_dir
+
+
+def _filled_from(previous: Any, current: dict[str, Any]) -> Any:
+    """``previous`` (a run folder's config.yaml) with the fields it lacks taken from ``current``: a run started by an
+    older peftlab, before a field existed, resumes with the field as the current recipe sets it (the loop applies
+    it: e.g. ``optim.fused`` on the loaded optimizer)."""
+    if not isinstance(previous, dict):
+        return previous
+    filled = json.loads(json.dumps(previous))
+    for section, fields in current.items():
+        if isinstance(fields, dict) and isinstance(filled.get(section), dict):
+            for key, value in fields.items():
+                filled[section].setdefault(key, value)
+    return filled
 
 
 def _comparable(data: dict[str, Any]) -> dict[str, Any]:

@@ -31,6 +31,15 @@ def resolve_bf16(choice: bool | str, device: str | torch.device | None = None) -
     return bool(choice)
 
 
+def fused_adamw_supported(params: Iterable[torch.Tensor]) -> bool:
+    """Whether ``torch.optim.AdamW(fused=True)`` takes these tensors: floating point, on a device with the fused
+    kernels (CPU and CUDA in the torch versions peftlab supports)."""
+    from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+
+    devices = set(_get_fused_kernels_supported_devices())
+    return all(p.is_floating_point() and p.device.type in devices for p in params)
+
+
 def refuse_uncompilable(configs: Iterable[PeftConfig]) -> None:
     """Raise ConfigError for a method whose tuner does not declare ``supports_compile``."""
     for config in configs:
