@@ -1,6 +1,7 @@
 """Every method's training step against its model's forward, side by side in one run, with HF peft as peers.
 
-For each model (the offline SmolLM2-135M, and a GPT-2-small-shaped model with random weights) every variant trains on
+For each model (the offline SmolLM2-135M and a GPT-2-small-shaped model with random weights by default; a
+GPT-2-medium-shaped one on request, the shape of the papers' E2E runs) every variant trains on
 the same E2E batches (batch 8, about 450 real tokens) in peftlab's fast path: bf16 autocast, bf16 frozen base
 weights, fp32 trainable tensors, eager attention (peftlab's CPU default); with ``--dtype float32`` (or ``auto`` on a
 CPU that only emulates bf16) everything in fp32. Rounds are interleaved (base forward,
@@ -21,7 +22,10 @@ default) instead of the per-tensor loop the others use; a variant that cannot ru
 the table as failed, with the error.
 
     .venv/bin/python benchmarks/bench_methods.py [--models smollm2-135m gpt2-small-random] [--variants lora solo ...]
-        [--steps 5] [--warmup 2] [--out benchmarks/results/bench_methods.json]
+        [--steps 5] [--warmup 2] [--dtype auto] [--out benchmarks/results/bench_methods.json]
+
+On a machine with a GPU (no pretrained weights needed): ``--device cuda --dtype bfloat16 --models gpt2-medium-random``
+times every method there, CUDA synchronised around each step, with the run's peak CUDA memory.
 """
 from __future__ import annotations
 
@@ -38,7 +42,10 @@ from typing import Any, Callable
 
 import torch
 
-MODELS = ("smollm2-135m", "gpt2-small-random")
+MODELS = ("smollm2-135m", "gpt2-small-random", "gpt2-medium-random")
+GPT2_SHAPES = {"gpt2-small-random": dict(n_layer=12, n_embd=768, n_head=12),  # GPT-2 small's shape
+               "gpt2-medium-random": dict(n_layer=24, n_embd=1024, n_head=16)}  # GPT-2 M, the papers' E2E model
+DEVICE = torch.device("cpu")  # --device; every model, batch and autocast of the run
 SUITE_ARGS: dict[str, tuple[str, dict[str, Any]]] = {  # variant -> (method, method_args on top of the recipe's)
     "lora": ("lora", {}),
     "prefix": ("prefix", {}),
@@ -69,7 +76,8 @@ def load_base(model_name: str, dtype: torch.dtype):
     if model_name == "smollm2-135m":
         from peftlab.zoo import load_model, load_tokenizer
 
-        return load_model("smollm2-135m", dtype=dtype, attn_implementation="eager"), load_tokenizer("smollm2-135m")
+        model = load_model("smollm2-135m", dtype=dtype, attn_implementation="eager")
+        return model.to(DEVICE), load_tokenizer("smollm2-135m")
     from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
 
     data_dir = Path(os.environ.get("PEFTLAB_DATA_DIR", "../shared/data"))
@@ -77,9 +85,9 @@ def load_base(model_name: str, dtype: torch.dtype):
                                   merges_file=str(data_dir / "gpt2-tokenizer/merges.txt"))
     tokenizer.pad_token = tokenizer.eos_token
     torch.manual_seed(0)
-    model = GPT2LMHeadModel(GPT2Config(attn_implementation="eager"))  # 12 x 768, 12 heads: GPT-2 small's shape
+    model = GPT2LMHeadModel(GPT2Config(attn_implementation="eager", **GPT2_SHAPES[model_name]))
     model.config.pad_token_id = tokenizer.pad_token_id
-    return model.to(dtype), tokenizer
+    return model.to(device=DEVICE, dtype=dtype), tokenizer
 
 
 def load_batches(tokenizer, n_batches: int, batch_size: int, data_dir: str) -> list[dict[str, torch.Tensor]]:
@@ -88,9 +96,10 @@ def load_batches(tokenizer, n_batches: int, batch_size: int, data_dir: str) -> l
 
     records = load_e2e("train", data_dir).records[: n_batches * batch_size]
     pairs = [(linearize_mr(r.mr) + " ||", " " + r.ref) for r in records]
-    return [collate_causal_lm(tokenizer, [p for p, _ in pairs[i:i + batch_size]],
-                              [t for _, t in pairs[i:i + batch_size]]).as_model_inputs()
-            for i in range(0, len(pairs), batch_size)]
+    batches = [collate_causal_lm(tokenizer, [p for p, _ in pairs[i:i + batch_size]],
+                                 [t for _, t in pairs[i:i + batch_size]]).as_model_inputs()
+               for i in range(0, len(pairs), batch_size)]
+    return [{k: v.to(DEVICE) for k, v in batch.items()} for batch in batches]
 
 
 # --- variants ----------------------------------------------------------------------------------------------------
@@ -174,7 +183,7 @@ def _loop(model, trained: torch.nn.Module, loss_of: Callable[[dict], torch.Tenso
 
     def step(batch: dict) -> float:
         trained.train()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        with torch.autocast(DEVICE.type, dtype=torch.bfloat16, enabled=autocast):
             loss = loss_of(batch)
         loss.backward()
         optimizer.step()
@@ -183,7 +192,7 @@ def _loop(model, trained: torch.nn.Module, loss_of: Callable[[dict], torch.Tenso
 
     def forward(batch: dict) -> float:
         trained.eval()
-        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        with torch.no_grad(), torch.autocast(DEVICE.type, dtype=torch.bfloat16, enabled=autocast):
             return loss_of(batch).item()
 
     return Loop(step, forward, sum(p.numel() for p in params))
@@ -203,7 +212,7 @@ def base_forwards(model, dtype: torch.dtype) -> tuple[Callable, Callable]:
 
     def run(loss_of):
         def forward(batch: dict) -> float:
-            with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype != torch.float32):
+            with torch.no_grad(), torch.autocast(DEVICE.type, dtype=torch.bfloat16, enabled=dtype != torch.float32):
                 return loss_of(batch).item()
         return forward
 
@@ -212,8 +221,10 @@ def base_forwards(model, dtype: torch.dtype) -> tuple[Callable, Callable]:
 
 # --- the run -----------------------------------------------------------------------------------------------------
 def _timed(fn, batch) -> float:
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
     start = time.perf_counter()
-    fn(batch)
+    fn(batch)  # returns loss.item(): the device has finished the step
     return time.perf_counter() - start
 
 
@@ -286,11 +297,13 @@ def print_table(model_name: str, result: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", default=list(MODELS), help=f"any of: {', '.join(MODELS)}")
+    parser.add_argument("--models", nargs="+", default=list(MODELS[:2]), help=f"any of: {', '.join(MODELS)}")
     parser.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS), help=f"any of: {', '.join(VARIANTS)}")
     parser.add_argument("--steps", type=int, default=5, help="timed rounds (after the warm-up rounds)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed rounds first (compilation happens here)")
     parser.add_argument("--data-dir", default=os.environ.get("PEFTLAB_DATA_DIR", "../shared/data"))
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda on a machine with a GPU (random-weight "
+                                                         "models only travel there: gpt2-small/medium-random)")
     parser.add_argument("--dtype", choices=["auto", "bfloat16", "float32"], default="auto",
                         help="bfloat16: bf16 autocast and bf16 frozen weights (the fast path where the CPU multiplies "
                              "bf16 natively); float32: everything fp32; auto: the one run.bf16=auto picks here")
@@ -304,8 +317,12 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PEFTLAB_DATA_DIR", args.data_dir)
     from peftlab.hardware import bf16_matmul_native, describe
 
+    global DEVICE
+    DEVICE = torch.device(args.device)
+    if DEVICE.type == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device here")
     dtype = {"bfloat16": torch.bfloat16, "float32": torch.float32}.get(
-        args.dtype, torch.bfloat16 if bf16_matmul_native("cpu") else torch.float32)
+        args.dtype, torch.bfloat16 if bf16_matmul_native(DEVICE) else torch.float32)
     print(f"[bench_methods] dtype {dtype}", flush=True)
     results = {name: bench_model(name, args.variants, args.steps, args.warmup, args.data_dir, dtype)
                for name in args.models}
@@ -313,6 +330,8 @@ def main(argv: list[str] | None = None) -> int:
         print_table(name, result)
     out = {"command": " ".join(["benchmarks/bench_methods.py", *sys.argv[1:]]), "threads": torch.get_num_threads(),
            "torch": torch.__version__, "steps": args.steps, "warmup": args.warmup, "dtype": str(dtype),
+           "device": str(DEVICE), "peak_cuda_memory_mb": (torch.cuda.max_memory_allocated() / 2**20
+                                                          if DEVICE.type == "cuda" else None),
            "hardware": describe(), "models": results}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
