@@ -38,7 +38,8 @@ DIFFERENCES = [
     "Learning rates: one lr per method, chosen on dev loss / dev score from a short grid at a short budget "
     "({lr_grids}), on E2E then checked at the full budget against the next lower grid lr (lr-check-e2e), instead "
     "of each paper's tuned values.",
-    "Hardware: CPU training in bf16 on 2 cores, not GPUs in fp32/fp16.",
+    "Hardware: CPU training on 2 cores, not GPUs in fp32/fp16: the E2E protocols in bf16 (on CPUs that multiply bf16 "
+    "natively), the GLUE ones in fp32; the machines that finished the runs are counted under Hardware and versions.",
     "Prefix-length study on MRPC only (one GLUE task), not on every task and not on E2E.",
     "Methods reconstructed where the papers' text or code is unavailable (Solo Connection, the gated residual "
     "prefix): every unknown is a config knob, see docs/methods/.",
