@@ -249,6 +249,8 @@ def test_a_bf16_run_waits_for_a_machine_that_multiplies_bf16_natively(tmp_path, 
           arms: {lora: {method: lora}}
     """)
     monkeypatch.setattr(hardware, "bf16_matmul_native", lambda device=None: native)
+    monkeypatch.setattr(hardware, "describe", lambda: {"cpu": "AMD EPYC", "cpu_capability": "AVX2",
+                                                       "cpu_bf16_native": native, "cpus": 2, "cuda": None})
     calls: list[list[str]] = []
     monkeypatch.setattr(runner.subprocess, "call", lambda command, **kw: calls.append(command) or 1)
     lines: list[str] = []

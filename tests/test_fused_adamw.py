@@ -72,6 +72,27 @@ def test_a_folder_from_before_the_field_resumes_with_the_current_choice(tmp_path
     assert yaml.safe_load(config_path.read_text())["optim"]["fused"] is True  # the folder says what runs now
 
 
+@pytest.mark.parametrize("saved_fused, wanted", [(False, True), (True, False)])
+def test_a_loaded_optimizer_takes_the_wanted_implementation_and_its_step_placement(saved_fused, wanted):
+    from peftlab.train.speed import set_adamw_implementation
+
+    param = torch.nn.Parameter(torch.randn(4, 3))
+    saved = torch.optim.AdamW([param], lr=1e-2, fused=saved_fused)
+    param.grad = torch.randn_like(param)
+    saved.step()
+    optimizer = torch.optim.AdamW([param], lr=1e-2, fused=wanted)
+    optimizer.load_state_dict(saved.state_dict())
+    assert optimizer.param_groups[0]["fused"] is saved_fused  # torch keeps the saved groups' choice
+    set_adamw_implementation(optimizer, wanted)
+    group, step = optimizer.param_groups[0], optimizer.state[param]["step"]
+    assert group["fused"] is wanted and (group["foreach"] is None or not wanted)
+    assert step.dtype == torch.float32 and step.device == (param.device if wanted else torch.device("cpu"))
+    before = param.detach().clone()
+    param.grad = torch.randn_like(param)
+    optimizer.step()  # steps with the implementation asked for
+    assert not torch.equal(param, before) and float(optimizer.state[param]["step"]) == 2.0
+
+
 def test_a_result_line_without_the_field_is_the_per_tensor_loop():
     current = _normalised({"task": "glue", "method": "lora", "optim": {"fused": False}})
     old_line = _normalised({"task": "glue", "method": "lora"})
@@ -79,3 +100,21 @@ def test_a_result_line_without_the_field_is_the_per_tensor_loop():
     assert with_legacy_values(old_line)["optim"]["fused"] is False
     assert same_recipe(old_line, current)  # what the suite pins: still current
     assert not same_recipe(old_line, _normalised({"task": "glue", "method": "lora"}))  # fused now: another recipe
+
+
+def test_only_the_named_fields_of_an_older_folder_follow_the_current_recipe(tmp_path):
+    from peftlab import ConfigError
+    from peftlab.train.rundir import prepare_run_dir
+
+    def recipe(*overrides: str):
+        return recipe_from_dict(apply_overrides({"task": "e2e", "method": "lora"},
+                                                [f"run.output_dir={tmp_path}", *overrides]))
+
+    old = recipe("optim.fused=false").to_dict()
+    del old["optim"]["fused"], old["data"]["pack_per_row"]  # two fields an older peftlab did not write
+    tmp_path.mkdir(exist_ok=True)
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(old, sort_keys=False))
+    with pytest.raises(ConfigError, match="different recipe"):  # it ran unpacked: packing now is another recipe
+        prepare_run_dir(tmp_path, recipe("data.pack_per_row=2"), resume=True, overwrite=False)
+    prepare_run_dir(tmp_path, recipe(), resume=True, overwrite=False)  # fused (now the default) is taken
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text())["optim"]["fused"] is True

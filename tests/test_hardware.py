@@ -34,7 +34,7 @@ def test_summary_of_a_recorded_machine():
     assert hardware.summary(gpu) == "AMD EPYC (AVX512, bf16 native), 2 CPUs, CUDA NVIDIA H100"
 
 
-def test_cpu_bf16_native_reads_the_flags_when_torch_cannot_say(monkeypatch):
+def test_cpu_bf16_native_reads_the_cpu_flags_too(monkeypatch):
     import torch
 
     for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
@@ -79,8 +79,11 @@ def test_auto_run_records_the_choice_and_the_machine(native, tmp_path, shared_da
     assert config["run"]["bf16"] is native  # a bool, so --resume on the same machine matches it
     meta = json.loads((run / "meta.json").read_text())
     assert meta["hardware"] == hardware.describe()
-    # resuming with the same words finds the same recipe
+    # resuming with the same words, even where auto would now choose the other precision, keeps the run's own
+    monkeypatch.setattr(hardware, "bf16_matmul_native", lambda device=None: not native)
     assert main(["train", "glue", "--task", "sst2", "--model", "minilm-l6", "--method", "bitfit", "--max-steps", "2",
                  "--train-limit", "16", "--eval-limit", "8", "--output-dir", str(run), "--data-dir",
                  str(shared_data), "--no-progress", "optim.batch_size=8", "run.bf16=auto", "run.report_to=none",
                  "--resume"]) == 0
+    assert f"run.bf16=auto: {'bf16' if native else 'fp32'}, as the run being resumed" in capsys.readouterr().out
+    assert yaml.safe_load((run / "config.yaml").read_text())["run"]["bf16"] is native

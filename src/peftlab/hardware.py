@@ -64,7 +64,8 @@ def cpu_bf16_native() -> bool:
                 return True
         except Exception:  # a private helper that changed: fall through to the flags
             pass
-    flags = set((_cpuinfo().get("flags") or _cpuinfo().get("Features") or "").split())
+    info = _cpuinfo()
+    flags = set((info.get("flags") or info.get("Features") or "").split())
     return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
 
 
@@ -74,8 +75,13 @@ def bf16_matmul_native(device: "str | torch.device | None" = None) -> bool:
     import torch
 
     kind = torch.device(device).type if device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
-    if kind == "cuda":
-        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    if kind == "cuda":  # Ampere or newer; older GPUs (T4, V100) emulate it
+        if not torch.cuda.is_available():
+            return False
+        try:
+            return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+        except TypeError:  # a torch without the argument
+            return bool(torch.cuda.is_bf16_supported())
     return cpu_bf16_native()
 
 

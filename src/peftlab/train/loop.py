@@ -44,7 +44,7 @@ from .recipe import Recipe
 from .rundir import peak_memory_mb, prepare_run_dir, truncate_log, undo_run_dir, write_run_files
 from .speed import (cast_frozen_weights, compile_blocks, decoding_attn_implementation, refuse_uncompilable,
                     fused_adamw_supported, resolve_attn_implementation, resolve_bf16,
-                    uncompile_blocks)
+                    set_adamw_implementation, uncompile_blocks)
 from .tasks import TASK_TYPES, make_task
 from .trackers import PROJECT_NAME, flatten_scalars, hparams, resolve_trackers, tracker_dir
 
@@ -63,13 +63,26 @@ def _forget_mixed_precision(wanted: str) -> None:
     """Let the next ``Accelerator`` take the mixed precision ``wanted`` ("bf16" or "no"). accelerate keeps one
     ``AcceleratorState`` per process and refuses a second Accelerator with another precision ("AcceleratorState has
     already been initialized"), which a second run in one process (a notebook, a driver script) with another
-    precision would hit. Only then is that state dropped; the process group (``PartialState``) is kept."""
+    precision would hit. Only then is that state dropped; the process group (``PartialState``) is kept. An earlier
+    ``Accelerator`` still alive in this process shares that state, so it takes the new precision from then on."""
     from accelerate.state import AcceleratorState
 
     held = AcceleratorState._shared_state.get("_mixed_precision")
     reset = getattr(AcceleratorState, "_reset_state", None)
     if held is not None and held != wanted and reset is not None:
         reset(reset_partial_state=False)
+
+
+def _stored_bf16(output_dir: Path) -> bool | None:
+    """``run.bf16`` of the run folder's config.yaml, if there is one with a bool there."""
+    import yaml
+
+    try:
+        stored = (yaml.safe_load((output_dir / "config.yaml").read_text(encoding="utf-8")) or {}).get("run", {})
+    except (OSError, yaml.YAMLError, AttributeError):
+        return None
+    value = stored.get("bf16") if isinstance(stored, dict) else None
+    return value if isinstance(value, bool) else None
 
 
 def _steps_plan(recipe: Recipe, batches_per_epoch: int) -> int:
@@ -96,10 +109,12 @@ class FinetuneRecipe:
                  progress: bool = True) -> None:
         seed_everything(recipe.run.seed)
         if recipe.run.bf16 == "auto":  # resolved once, so config.yaml and every later step see a bool
-            bf16 = resolve_bf16("auto")
+            stored = _stored_bf16(Path(recipe.run.output_dir)) if resume else None
+            bf16 = stored if stored is not None else resolve_bf16("auto")  # a resumed run keeps its precision
             recipe = dataclasses.replace(recipe, run=dataclasses.replace(recipe.run, bf16=bf16))
             if int(os.environ.get("RANK", "0")) == 0:
-                print(f"[train] run.bf16=auto: {'bf16' if bf16 else 'fp32'} on {hardware_summary(describe_hardware())}")
+                why = "as the run being resumed" if stored is not None else f"on {hardware_summary(describe_hardware())}"
+                print(f"[train] run.bf16=auto: {'bf16' if bf16 else 'fp32'}, {why}")
         elif recipe.run.bf16:
             resolve_bf16(True)  # warns where bf16 is emulated
         self.recipe, self.resume, self.overwrite, self.progress = recipe, resume, overwrite, progress
@@ -220,9 +235,9 @@ class FinetuneRecipe:
         if resume and self.ckpt_dir.exists():
             load_checkpoint(self.accelerator, self.ckpt_dir, self.peft_model, self.state, self.optimizer,
                             self.scheduler)
-            fused = self.recipe.optim.fused and fused_adamw_supported(self.params)
-            for group in self.optimizer.param_groups:  # the loaded groups carry the saved run's implementation
-                group["fused"], group["foreach"] = fused, None if fused else group.get("foreach")
+            # the loaded groups carry the saved run's implementation (an older run's: the per-tensor loop)
+            set_adamw_implementation(getattr(self.optimizer, "optimizer", self.optimizer),
+                                     self.recipe.optim.fused and fused_adamw_supported(self.params))
             self.best_state = load_best_snapshot(self.ckpt_dir, self.peft_model)
             if main:
                 print(f"[train] resumed from {self.ckpt_dir} at step {self.state.step}")

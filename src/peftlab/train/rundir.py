@@ -44,17 +44,29 @@ def prepare_run_dir(output_dir: Path, recipe: Recipe, *, resume: bool, overwrite
     return output_dir
 
 
+RESUME_TAKES_CURRENT = {("optim", "fused")}
+"""Fields a run started before they existed resumes with as the current recipe sets them (the loop applies them to
+the restored state: ``optim.fused`` on the loaded optimizer)."""
+
+
 def _filled_from(previous: Any, current: dict[str, Any]) -> Any:
-    """``previous`` (a run folder's config.yaml) with the fields it lacks taken from ``current``: a run started by an
-    older peftlab, before a field existed, resumes with the field as the current recipe sets it (the loop applies
-    it: e.g. ``optim.fused`` on the loaded optimizer)."""
+    """``previous`` (a run folder's config.yaml, written by a peftlab that may have lacked some recipe fields) with
+    each missing field of a recipe section filled in: from ``current`` for :data:`RESUME_TAKES_CURRENT`, else with
+    what that older run ran with (``recipe.LEGACY_VALUES``, else the field's default), so any other change still
+    refuses the resume."""
+    from .recipe import LEGACY_VALUES, SECTIONS
+
     if not isinstance(previous, dict):
         return previous
     filled = json.loads(json.dumps(previous))
-    for section, fields in current.items():
-        if isinstance(fields, dict) and isinstance(filled.get(section), dict):
-            for key, value in fields.items():
-                filled[section].setdefault(key, value)
+    defaults = Recipe().to_dict()  # Recipe: imported at the top of this module
+    for section in SECTIONS:
+        if not (isinstance(filled.get(section), dict) and isinstance(current.get(section), dict)):
+            continue
+        for key, value in current[section].items():
+            if key not in filled[section]:
+                filled[section][key] = (value if (section, key) in RESUME_TAKES_CURRENT
+                                        else LEGACY_VALUES.get((section, key), defaults[section].get(key)))
     return filled
 
 

@@ -40,6 +40,21 @@ def fused_adamw_supported(params: Iterable[torch.Tensor]) -> bool:
     return all(p.is_floating_point() and p.device.type in devices for p in params)
 
 
+def set_adamw_implementation(optimizer, fused: bool) -> None:
+    """Make a loaded AdamW step with the fused kernel or the per-tensor loop. ``load_state_dict`` keeps the saved
+    groups' choice and places each tensor's ``step`` by it (on the parameter's device for fused, else as saved, on
+    the CPU): both are set here, so a checkpoint of either kind resumes with ``fused`` on any device."""
+    for group in optimizer.param_groups:
+        group["fused"] = fused
+        if fused:
+            group["foreach"] = None  # torch refuses fused together with foreach
+        for param in group["params"]:
+            step = optimizer.state.get(param, {}).get("step")
+            if isinstance(step, torch.Tensor):
+                optimizer.state[param]["step"] = step.to(dtype=torch.float32,
+                                                         device=param.device if fused else "cpu")
+
+
 def refuse_uncompilable(configs: Iterable[PeftConfig]) -> None:
     """Raise ConfigError for a method whose tuner does not declare ``supports_compile``."""
     for config in configs:
