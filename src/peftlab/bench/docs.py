@@ -183,7 +183,8 @@ def _status(suite: Suite, res: Results, planned: list[PlannedRun], lines: list[d
     md.append(f"Complete: {', '.join(complete) or 'none'}. Not complete: {', '.join(incomplete) or 'none'}.")
     md.append("")
     bf16 = [name for name in suite.protocols
-            if any((s.recipe.get("run") or {}).get("bf16") is True for s in suite.protocol_runs(name) if not s.baseline)]
+            if any((s.recipe.get("run") or {}).get("bf16") is True
+                   for s in suite.protocol_runs(name) if not s.baseline)]
     if bf16:
         fp32 = [name for name in suite.protocols if name not in bf16]
         md.append(f"Trained in bf16: {', '.join(bf16)}; in fp32: {', '.join(fp32) or 'none'}. `peftlab bench quality "
@@ -710,7 +711,8 @@ def _hardware(current: dict[str, dict[str, Any]]) -> list[str]:
     machines = Counter(hardware_summary(r["hardware"]) if isinstance(r.get("hardware"), dict) else None
                        for r in records if not r.get("baseline"))
     md += ["", "Machines that finished the runs (lines; recorded since 2026-12-07, the lines before name none):", ""]
-    md += [f"- {m or 'not recorded'} ({n})" for m, n in sorted(machines.items(), key=lambda kv: (kv[0] is None, kv[0] or ""))]
+    md += [f"- {m or 'not recorded'} ({n})"
+           for m, n in sorted(machines.items(), key=lambda kv: (kv[0] is None, kv[0] or ""))]
     if not machines:
         md += ["- none recorded"]
     md += ["", "Git revisions of the runs (lines):", ""]

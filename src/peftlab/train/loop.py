@@ -73,6 +73,12 @@ def _forget_mixed_precision(wanted: str) -> None:
         reset(reset_partial_state=False)
 
 
+def _training_device() -> str:
+    """Where accelerate will train: CUDA when there is one, unless it is told to use the CPU."""
+    forced_cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
+    return "cuda" if torch.cuda.is_available() and not forced_cpu else "cpu"
+
+
 def _stored_bf16(output_dir: Path) -> bool | None:
     """``run.bf16`` of the run folder's config.yaml, if there is one with a bool there."""
     import yaml
@@ -110,13 +116,14 @@ class FinetuneRecipe:
         seed_everything(recipe.run.seed)
         if recipe.run.bf16 == "auto":  # resolved once, so config.yaml and every later step see a bool
             stored = _stored_bf16(Path(recipe.run.output_dir)) if resume else None
-            bf16 = stored if stored is not None else resolve_bf16("auto")  # a resumed run keeps its precision
+            bf16 = stored if stored is not None else resolve_bf16("auto", _training_device())  # resumed: as it was
             recipe = dataclasses.replace(recipe, run=dataclasses.replace(recipe.run, bf16=bf16))
             if int(os.environ.get("RANK", "0")) == 0:
-                why = "as the run being resumed" if stored is not None else f"on {hardware_summary(describe_hardware())}"
+                why = ("as the run being resumed" if stored is not None
+                       else f"on {hardware_summary(describe_hardware())}")
                 print(f"[train] run.bf16=auto: {'bf16' if bf16 else 'fp32'}, {why}")
         elif recipe.run.bf16:
-            resolve_bf16(True)  # warns where bf16 is emulated
+            resolve_bf16(True, _training_device())  # warns where bf16 is emulated
         self.recipe, self.resume, self.overwrite, self.progress = recipe, resume, overwrite, progress
         self.output_dir = Path(recipe.run.output_dir)
         self.ckpt_dir = self.output_dir / "checkpoint"
