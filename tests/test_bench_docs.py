@@ -458,3 +458,12 @@ def test_status_names_the_protocols_that_train_in_bf16(tmp_path, suite):
     md, _ = render(tmp_path / "bf16", load_suite(path), [])
     status = section(md, "## Status")
     assert "Trained in bf16: e2e-mini; in fp32: glue-mini." in status and "skips it elsewhere" in status
+
+
+def test_runs_that_never_beat_the_untrained_model_are_named(tmp_path, suite):
+    records = seeds("e2e-mini", "e2e", "lora", [0.6, 0.61], best_step=20)
+    records.append(line("e2e-mini", "e2e", "solo", 0, e2e_metrics(0.3), best_step=0))
+    md, _ = render(tmp_path, suite, records)
+    mini = section(md, "## Protocol `e2e-mini`")
+    note = next(l for l in mini.splitlines() if l.startswith("Never better than before training"))
+    assert "solo seed 0" in note and "lora" not in note

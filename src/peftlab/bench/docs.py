@@ -289,7 +289,19 @@ def _arm_table(res: Results, protocol: str, task: str) -> list[str]:
     if solo_t:
         notes.append("final t: Solo's homotopy coefficient at the last logged step (1 = the full connection).")
     return _table(header, rows) + notes + _floor_check(res, protocol, task, arms, names) + \
-        _spikes(res, protocol, task, arms) + [""]
+        _spikes(res, protocol, task, arms) + _untrained(res, protocol, task, arms) + [""]
+
+
+def _untrained(res: Results, protocol: str, task: str, arms: Sequence[str]) -> list[str]:
+    """A note naming the runs whose best dev score is the one before training (best step 0): what they report is
+    the untrained model (its head or adapter at init), so training never beat it within the budget."""
+    found = [f"{arm} seed {r.get('seed')}" for arm in arms for r in res.get(protocol, task, arm)
+             if r.get("best_step") == 0 and (r.get("steps") or 0) > 0]
+    if not found:
+        return []
+    return ["", f"Never better than before training (best dev score at step 0, so the metrics above are the untrained "
+                f"model's): {'; '.join(found)}. The lr chosen on the grid task may not suit this task, or the budget "
+                f"is too short for it."]
 
 
 SPIKE = 0.05
