@@ -74,7 +74,7 @@ def test_auto_run_records_the_choice_and_the_machine(native, tmp_path, shared_da
                  "--train-limit", "16", "--eval-limit", "8", "--output-dir", str(run), "--data-dir", str(shared_data),
                  "--no-progress", "optim.batch_size=8", "run.bf16=auto", "run.report_to=none"])
     assert code == 0
-    assert f"run.bf16=auto: {'bf16' if native else 'fp32'} on " in capsys.readouterr().out
+    assert f"run.bf16=auto: {'bf16' if native else 'fp32'}, on " in capsys.readouterr().out
     config = yaml.safe_load((run / "config.yaml").read_text())
     assert config["run"]["bf16"] is native  # a bool, so --resume on the same machine matches it
     meta = json.loads((run / "meta.json").read_text())
