@@ -79,6 +79,22 @@ def _training_device() -> str:
     return "cuda" if torch.cuda.is_available() and not forced_cpu else "cpu"
 
 
+def _with_resolved_bf16(recipe: Recipe, resume: bool) -> Recipe:
+    """``recipe`` with ``run.bf16`` a bool, so config.yaml and every later step see one: ``auto`` is what this
+    machine multiplies natively, or, resuming, what the run being resumed ran with. ``true`` where bf16 is only
+    emulated warns."""
+    if recipe.run.bf16 != "auto":
+        if recipe.run.bf16:
+            resolve_bf16(True, _training_device())
+        return recipe
+    stored = _stored_bf16(Path(recipe.run.output_dir)) if resume else None
+    bf16 = stored if stored is not None else resolve_bf16("auto", _training_device())
+    if int(os.environ.get("RANK", "0")) == 0:
+        why = "as the run being resumed" if stored is not None else f"on {hardware_summary(describe_hardware())}"
+        print(f"[train] run.bf16=auto: {'bf16' if bf16 else 'fp32'}, {why}")
+    return dataclasses.replace(recipe, run=dataclasses.replace(recipe.run, bf16=bf16))
+
+
 def _stored_bf16(output_dir: Path) -> bool | None:
     """``run.bf16`` of the run folder's config.yaml, if there is one with a bool there."""
     import yaml
@@ -114,16 +130,7 @@ class FinetuneRecipe:
     def __init__(self, recipe: Recipe, *, resume: bool = False, overwrite: bool = False,
                  progress: bool = True) -> None:
         seed_everything(recipe.run.seed)
-        if recipe.run.bf16 == "auto":  # resolved once, so config.yaml and every later step see a bool
-            stored = _stored_bf16(Path(recipe.run.output_dir)) if resume else None
-            bf16 = stored if stored is not None else resolve_bf16("auto", _training_device())  # resumed: as it was
-            recipe = dataclasses.replace(recipe, run=dataclasses.replace(recipe.run, bf16=bf16))
-            if int(os.environ.get("RANK", "0")) == 0:
-                why = ("as the run being resumed" if stored is not None
-                       else f"on {hardware_summary(describe_hardware())}")
-                print(f"[train] run.bf16=auto: {'bf16' if bf16 else 'fp32'}, {why}")
-        elif recipe.run.bf16:
-            resolve_bf16(True, _training_device())  # warns where bf16 is emulated
+        recipe = _with_resolved_bf16(recipe, resume)
         self.recipe, self.resume, self.overwrite, self.progress = recipe, resume, overwrite, progress
         self.output_dir = Path(recipe.run.output_dir)
         self.ckpt_dir = self.output_dir / "checkpoint"
@@ -221,8 +228,9 @@ class FinetuneRecipe:
         optim = self.recipe.optim
         loss_module = self.task.loss_module(self.peft_model)
         self.params = [p for p in self.peft_model.parameters() if p.requires_grad]
+        self.fused_adamw = optim.fused and fused_adamw_supported(self.params)
         optimizer = torch.optim.AdamW(self.params, lr=optim.lr, weight_decay=optim.weight_decay, betas=optim.betas,
-                                      fused=optim.fused and fused_adamw_supported(self.params))
+                                      fused=self.fused_adamw)
         scheduler = get_scheduler(optim.schedule, optimizer, num_warmup_steps=optim.warmup_steps,
                                   num_training_steps=self.total_steps)
         self.loss_module, self.optimizer, self.loader, self.scheduler = self.accelerator.prepare(
@@ -243,8 +251,7 @@ class FinetuneRecipe:
             load_checkpoint(self.accelerator, self.ckpt_dir, self.peft_model, self.state, self.optimizer,
                             self.scheduler)
             # the loaded groups carry the saved run's implementation (an older run's: the per-tensor loop)
-            set_adamw_implementation(getattr(self.optimizer, "optimizer", self.optimizer),
-                                     self.recipe.optim.fused and fused_adamw_supported(self.params))
+            set_adamw_implementation(getattr(self.optimizer, "optimizer", self.optimizer), self.fused_adamw)
             self.best_state = load_best_snapshot(self.ckpt_dir, self.peft_model)
             if main:
                 print(f"[train] resumed from {self.ckpt_dir} at step {self.state.step}")

@@ -19,14 +19,14 @@ def resolve_bf16(choice: bool | str, device: str | torch.device | None = None) -
     """``run.bf16`` as a bool: ``auto`` is :func:`peftlab.hardware.bf16_matmul_native`. ``true`` where bf16 is only
     emulated warns (the run goes on as asked: a user may want bf16's numerics, or a machine like the one the results
     were made on)."""
-    from ..hardware import bf16_matmul_native, cpu_capability, cpu_name
+    from ..hardware import bf16_matmul_native, describe, summary
 
     native = bf16_matmul_native(device)
     if choice == "auto":
         return native
     if choice and not native:
-        warnings.warn(f"run.bf16=true on a CPU without native bf16 ({cpu_name()}, {cpu_capability()}): its bf16 "
-                      "matrix products are emulated and several times slower than fp32 (docs/training.md, Speed); "
+        warnings.warn(f"run.bf16=true on a machine without native bf16 ({summary(describe())}): its bf16 matrix "
+                      "products are emulated and several times slower than fp32 (docs/training.md, Speed); "
                       "run.bf16=auto picks fp32 here", UserWarning, stacklevel=2)
     return bool(choice)
 
