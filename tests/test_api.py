@@ -88,9 +88,32 @@ def test_trainable_counts_and_summary():
 
 def test_classifier_head_is_saved_for_sequence_classification(tmp_path):
     model = get_peft_model(make_tiny("bert"), LoraConfig(r=2, target_modules=["q", "v"]))
-    assert model.peft_config["default"].modules_to_save == ["classifier"]
+    assert model.peft_config["default"].modules_to_save == ["classifier", "bert.pooler"]
     keys = set(model.get_peft_model_state_dict())
-    assert {"base_model.model.classifier.weight", "base_model.model.classifier.bias"} <= keys
+    assert {"base_model.model.classifier.weight", "base_model.model.classifier.bias",
+            "base_model.model.bert.pooler.dense.weight", "base_model.model.bert.pooler.dense.bias"} <= keys
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert any("pooler" in n for n in trainable) and not any("bert.encoder" in n and "lora" not in n for n in trainable)
+
+
+def test_the_pooler_trains_with_the_head_and_peft_s_default_is_one_setting_away():
+    """The layout's pooler joins the classifier in modules_to_save by default (a frozen, never-trained pooler is a
+    fixed random projection); an explicit modules_to_save is taken as given; a body built without a pooler (as
+    RoBERTa's classifier builds it) gives the classifier alone."""
+    from transformers import RobertaConfig, RobertaForSequenceClassification
+
+    from peftlab.tuners.base import classifier_head
+
+    bert = make_tiny("bert")
+    assert classifier_head(bert) == ["classifier", "bert.pooler"]
+    assert classifier_head(bert, include_pooler=False) == ["classifier"]
+    explicit = get_peft_model(make_tiny("bert"), LoraConfig(r=2, target_modules=["q", "v"],
+                                                             modules_to_save=["classifier"]))
+    assert not any("pooler" in n for n, p in explicit.named_parameters() if p.requires_grad)
+    roberta = RobertaForSequenceClassification(RobertaConfig(num_hidden_layers=1, hidden_size=32, num_attention_heads=4,
+                                                             intermediate_size=64, vocab_size=64))
+    assert roberta.roberta.pooler is None and classifier_head(roberta) == ["classifier"]
+    assert classifier_head(make_tiny("gpt2")) is None  # not a sequence classifier
 
 
 def test_state_dict_functions_accept_external_dicts():

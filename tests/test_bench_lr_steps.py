@@ -324,3 +324,113 @@ def test_docs_table_shows_a_step_that_will_be_copied_with_its_twins_numbers(suit
     row = next(r for r in section.splitlines() if r.startswith("| lora "))
     assert f"{earlier['lr']:g}: 2.5000; BLEU 0.3500 (copy of its twin, to record)" in row
     assert "waiting" in row.split("|")[-2]  # not chosen: the copy is not recorded yet
+
+
+# ------------------------------------------------------------------------------------------------- lr_per_task
+PER_TASK_YAML = """\
+version: 1
+protocols:
+  grid:
+    task: glue
+    model: minilm-l6
+    glue_tasks: [sst2]
+    seeds: [0]
+    steps: 10
+    compile: false
+    lr_grid_factors: [0.333, 1.0, 3.0]
+    arms: {lora: {method: lora}}
+  check:
+    task: glue
+    model: minilm-l6
+    glue_tasks: [sst2, mrpc]
+    seeds: [0]
+    steps: 20
+    compile: false
+    lr_from: grid
+    lr_steps: [0, -1]
+    lr_per_task: true
+    arms: {lora: {method: lora}}
+  main:
+    task: glue
+    model: minilm-l6
+    glue_tasks: [sst2, mrpc]
+    seeds: [0, 1]
+    steps: 20
+    compile: false
+    lr_from: check
+    arms: {lora: {method: lora}}
+"""
+
+
+def glue_line(spec: RunSpec, recipe: dict[str, Any], score: float) -> dict[str, Any]:
+    normal = _normalised(recipe)
+    return {"protocol": spec.protocol, "task": spec.task, "arm": spec.arm, "base_arm": spec.base_arm,
+            "method": spec.method, "seed": spec.seed, "metrics": {"accuracy": score}, "dev": {"accuracy": score},
+            "selection": score, "lr": normal["optim"]["lr"], "train_seconds": 10.0, "recipe": normal}
+
+
+@pytest.fixture(scope="module")
+def per_task(tmp_path_factory) -> Suite:
+    path = tmp_path_factory.mktemp("per_task") / "suite.yaml"
+    path.write_text(PER_TASK_YAML, encoding="utf-8")
+    return load_suite(path)
+
+
+def per_task_lines(suite: Suite, scores: dict[tuple[str, int], float]) -> list[dict[str, Any]]:
+    """The grid (its middle lr best) and the check's lines, ``scores[(task, step)]``."""
+    grid_specs = sorted(suite.protocol_runs("grid"), key=lambda s: s.lr)
+    grid = [glue_line(s, s.recipe, score) for s, score in zip(grid_specs, [0.7, 0.8, 0.75])]
+    lines = list(grid)
+    for (task, step), score in scores.items():
+        spec = next(s for s in suite.protocol_runs("check") if s.task == task and s.lr_step == step)
+        recipe = resolved_recipe(spec, suite, keyed(grid))
+        assert recipe is not None
+        lines.append(glue_line(spec, recipe, score))
+    return lines
+
+
+def test_a_per_task_check_gives_each_task_its_own_lr(per_task):
+    lrs = sorted(s.lr for s in per_task.protocol_runs("grid"))
+    # SST-2 keeps the grid's choice; on MRPC the lower lr wins
+    lines = per_task_lines(per_task, {("sst2", 0): 0.85, ("sst2", -1): 0.80, ("mrpc", 0): 0.68, ("mrpc", -1): 0.81})
+    main = {s.task: s for s in per_task.protocol_runs("main") if s.seed == 1}
+    sst2_lr, why = choose_lr(main["sst2"], per_task, keyed(lines))
+    assert sst2_lr == lrs[1] and "for sst2" in why
+    assert choose_lr(main["mrpc"], per_task, keyed(lines))[0] == lrs[0]
+    # pooled over tasks (without lr_per_task) both tasks would get one lr: the mean favours lrs[0] here
+    assert runner.steps_choice(per_task, "check", "lora", keyed(lines))[0] == lrs[0]
+    # one task still waiting holds back that task only
+    partial = per_task_lines(per_task, {("sst2", 0): 0.85, ("sst2", -1): 0.80, ("mrpc", 0): 0.68})
+    assert choose_lr(main["sst2"], per_task, keyed(partial))[0] == lrs[1]
+    lr, why = choose_lr(main["mrpc"], per_task, keyed(partial))
+    assert lr is None and "waiting for 1 run(s) of check (arm lora, mrpc)" in why
+
+
+def test_a_per_task_checks_docs_table_has_a_row_per_arm_and_task(per_task, tmp_path):
+    lines = per_task_lines(per_task, {("sst2", 0): 0.85, ("sst2", -1): 0.80, ("mrpc", 0): 0.68, ("mrpc", -1): 0.81})
+    results = tmp_path / "quality.jsonl"
+    results.write_text("".join(json.dumps(r) + "\n" for r in lines), encoding="utf-8")
+    out = tmp_path / "benchmarks.md"
+    write_benchmarks_doc(per_task, results, out, runs_dir=tmp_path / "runs")
+    md = out.read_text(encoding="utf-8")
+    section = md[md.index("## Protocol `check`"):md.index("## Protocol `main`")]
+    rows = [[c.strip() for c in r.strip().strip("|").split("|")] for r in section.splitlines()
+            if r.startswith("| lora ")]
+    lrs = sorted(s.lr for s in per_task.protocol_runs("grid"))
+    assert [(r[1], r[-1]) for r in rows] == [("sst2", f"{lrs[1]:g}"), ("mrpc", f"{lrs[0]:g}")]
+    assert rows[1][3].startswith("**") and "lr_per_task" in section
+
+
+@pytest.mark.parametrize("body, message", [
+    (GRID.replace("task: e2e", "task: glue") + "check: {task: glue, lr_from: grid, lr_per_task: true, "
+     "arms: {lora: {method: lora}}}\n", "lr_per_task: only with lr_steps"),
+    (GRID.replace("task: e2e", "task: glue") + "check: {task: glue, lr_from: grid, lr_steps: [0], lr_per_task: 1, "
+     "arms: {lora: {method: lora}}}\n", "expected true or false"),
+    (GRID.replace("task: e2e", "task: glue") + "check: {task: glue, glue_tasks: [sst2], lr_from: grid, "
+     "lr_steps: [0, -1], lr_per_task: true, arms: {lora: {method: lora}}}\n"
+     "main: {task: glue, glue_tasks: [sst2, cola], lr_from: check, arms: {lora: {method: lora}}}\n",
+     "checked none for cola"),
+])
+def test_bad_lr_per_task_fails_before_anything_runs(tmp_path, body, message):
+    with pytest.raises(ConfigError, match=message):
+        load_suite(write_suite(tmp_path, body))

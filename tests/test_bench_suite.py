@@ -264,3 +264,56 @@ def test_a_bf16_run_waits_for_a_machine_that_multiplies_bf16_natively(tmp_path, 
         skipped = next(line for line in lines if "skipped" in line)
         assert "trains in bf16" in skipped and "bf16 emulated" in skipped and "--allow-emulated-bf16" in skipped
         assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("config.yaml"))
+
+
+def test_a_glue_line_from_before_the_pooler_trained_is_stale_and_an_e2e_line_is_not():
+    """``model.train_pooler`` only changed GLUE runs (a classifier's head): a GLUE line without the field froze the
+    pooler (another recipe now); an E2E line without it is still current (recipe.LEGACY_TASKS)."""
+    from peftlab.bench.runner import _normalised, same_recipe
+    from peftlab.train.recipe import legacy_value
+
+    for task, stale in (("glue", True), ("e2e", False)):
+        current = _normalised({"task": task, "method": "lora"})
+        older = json.loads(json.dumps(current))
+        del older["model"]["train_pooler"]
+        assert same_recipe(older, current) is not stale, task
+    assert legacy_value("model", "train_pooler", "glue") is False
+    assert legacy_value("model", "train_pooler", "e2e", default=True) is True
+    frozen = _normalised({"task": "glue", "method": "lora", "model": {"train_pooler": False}})
+    older = json.loads(json.dumps(frozen))
+    del older["model"]["train_pooler"]
+    assert same_recipe(older, frozen)  # what it ran with, said explicitly: current
+
+
+def test_lr_choices_read_only_lines_of_the_grids_current_recipe(tmp_path):
+    """A grid line made from another recipe (a field changed since) is no evidence: the grid waits for its runs
+    again, and nothing takes its lr from the old lines."""
+    from peftlab.bench.runner import _normalised, choose_lr, evidence
+
+    path = tmp_path / "suite.yaml"
+    path.write_text(textwrap.dedent("""\
+        version: 1
+        protocols:
+          grid: {task: glue, glue_tasks: [sst2], steps: 10, compile: false, lr_grid_factors: [0.5, 1.0],
+                 arms: {lora: {method: lora}}}
+          main: {task: glue, glue_tasks: [sst2], steps: 10, compile: false, lr_from: grid,
+                 arms: {lora: {method: lora}}}
+        """), encoding="utf-8")
+    suite = load_suite(path)
+    grid = suite.protocol_runs("grid")
+
+    def line(spec, recipe, score):
+        return {"protocol": "grid", "task": "sst2", "arm": spec.arm, "seed": 0, "selection": score,
+                "metrics": {"accuracy": score}, "recipe": recipe}
+
+    current = {s.key: line(s, _normalised(s.recipe), score) for s, score in zip(grid, (0.9, 0.8))}
+    main = suite.protocol_runs("main")[0]
+    assert choose_lr(main, suite, evidence(suite, current))[0] == grid[0].lr
+    old = {}
+    for spec, score in zip(grid, (0.9, 0.8)):
+        recipe = _normalised(spec.recipe)
+        del recipe["model"]["train_pooler"]  # written before the pooler trained: a frozen-pooler run
+        old[spec.key] = line(spec, recipe, score)
+    assert evidence(suite, old) == {}
+    lr, why = choose_lr(main, suite, evidence(suite, old))
+    assert lr is None and "waiting for 2 run(s) of grid" in why

@@ -151,7 +151,7 @@ def test_spec_parameter_counts(size, preset, kwargs, expected):
 def test_formula_matches_tiny_models(arch):
     config = BottleneckConfig.preset("houlsby", adapter_norm=True)  # r = 32 // 16 = 2
     model = get_peft_model(make_tiny(arch), config)
-    classifier = sum(p.numel() for n, p in model.named_parameters() if "classifier" in n and p.requires_grad)
+    classifier = sum(p.numel() for n, p in model.named_parameters() if ("classifier" in n or "pooler" in n) and p.requires_grad)
     norm_params = 32 if arch == "llama" else 64  # RMSNorm: weight only
     assert (model.get_nb_trainable_parameters()[0] - classifier
             == bottleneck_parameter_count(config, 32, 3, block_norm_params=norm_params))

@@ -171,7 +171,7 @@ def test_presets_parameter_counts():
 def test_parameter_formula_matches_model(arch, extra):
     config = KernelMixConfig(**{**RANKS, **extra})
     model = get_peft_model(make_tiny(arch), config)
-    classifier = sum(p.numel() for n, p in model.named_parameters() if "classifier" in n and p.requires_grad)
+    classifier = sum(p.numel() for n, p in model.named_parameters() if ("classifier" in n or "pooler" in n) and p.requires_grad)
     expected = kernel_mix_parameter_count(config, model._layout.shape, 3)
     assert model.get_nb_trainable_parameters()[0] - classifier == expected
 

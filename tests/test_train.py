@@ -172,6 +172,23 @@ def test_quick_contract_glue_and_resume(tmp_path, shared_data):
         torch.testing.assert_close(final_part[key], final_full[key], atol=1e-6, rtol=1e-5)
 
 
+def test_glue_head_trains_the_pooler_unless_model_train_pooler_is_false(tmp_path, shared_data):
+    """MiniLM's pooler (never trained for [CLS]) trains with the classifier by default: 384 x 384 + 384 more trainable
+    parameters, saved with the adapter; model.train_pooler=false gives peft's head (the classifier alone)."""
+    common = ["--model", "minilm-l6", "--method", "lora", "--task", "sst2", "--train-limit", "16", "--eval-limit", "8",
+              "--data-dir", str(shared_data), "--no-progress", "optim.batch_size=8", "--max-steps", "1"]
+    counts, heads = {}, {}
+    for flag in ("true", "false"):
+        run = tmp_path / flag
+        assert main(["train", "glue", *common, "--output-dir", str(run), f"model.train_pooler={flag}"]) == 0
+        counts[flag] = json.loads((run / "metrics.json").read_text())["trainable_params"]
+        heads[flag] = json.loads((run / "adapter" / "adapter_config.json").read_text())["modules_to_save"]
+        saved = load_file(str(run / "adapter" / "adapter_model.safetensors"))
+        assert any("pooler" in key for key in saved) == (flag == "true")
+    assert heads == {"true": ["classifier", "bert.pooler"], "false": ["classifier"]}
+    assert counts["true"] - counts["false"] == 384 * 384 + 384
+
+
 def main_raises(argv):
     """Run the CLI's train path but let the PeftlabError propagate (main() turns it into exit code 1)."""
     from peftlab.cli import build_parser

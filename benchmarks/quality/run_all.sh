@@ -25,6 +25,7 @@ bench() {
 if [ "$("$PYTHON" -c 'from peftlab.hardware import bf16_matmul_native; print(int(bf16_matmul_native()))')" = 0 ]; then
   echo "[run_all] this machine emulates bf16: the fp32 GLUE protocols first, all seeds"
   bench --protocol lr-grid-glue
+  bench --protocol lr-check-glue
   for seed in 0 1 2; do
     bench --protocol glue-mini --seed "$seed"
     bench --protocol prefix-length --seed "$seed"
@@ -35,6 +36,7 @@ bench --protocol lr-grid-e2e
 # check for the remaining baselines
 bench --protocol lr-check-e2e --arm lora --arm 'solo*' --arm kernel-mix --arm gated-prefix --arm prefix
 bench --protocol lr-grid-glue
+bench --protocol lr-check-glue
 bench --protocol glue-mini --seed 0
 bench --protocol prefix-length --seed 0
 bench --protocol lr-check-e2e

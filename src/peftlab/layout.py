@@ -61,6 +61,11 @@ class ModelLayout:
     is_decoder: bool
     pre_norm: bool
     shape_from_config: Callable[[object], AttentionShape] = field(repr=False, compare=False, default=None)  # type: ignore[assignment]
+    pooler: str | None = None
+    """Path from the body to the pooler a sequence classifier reads (BERT: [CLS] -> dense -> tanh), if the family has
+    one. It trains with the classifier head by default (``modules_to_save``), as RoBERTa's classification head
+    (dense + output) does: a frozen pooler that was never trained for [CLS] (sentence-embedding checkpoints such as
+    all-MiniLM-L6-v2) left every PEFT method at chance on STS-B and CoLA (docs/benchmarks.md)."""
 
     def has_fused_qkv(self) -> bool:
         return "qkv" in self.projections
@@ -119,6 +124,7 @@ register_layout(ModelLayout(
                  "o": "attention.output.dense", "ffn_up": "intermediate.dense", "ffn_down": "output.dense"},
     weight_kind="linear", attn_norm="attention.output.LayerNorm", ffn_norm="output.LayerNorm", ffn="intermediate",
     attn_output="attention.output.dense", is_decoder=False, pre_norm=False, shape_from_config=_bert_shape,
+    pooler="pooler",
 ))
 
 
@@ -156,6 +162,18 @@ class ResolvedLayout:
 
     def embeddings(self) -> nn.Module:
         return self.model.get_submodule(self.body_path(self.layout.embeddings))
+
+    def pooler(self) -> tuple[str, nn.Module] | None:
+        """(path from the top model, module) of the body's pooler, or None where the family has none or this model
+        was built without it (``RobertaForSequenceClassification`` has ``add_pooling_layer=False``)."""
+        if self.layout.pooler is None:
+            return None
+        path = self.body_path(self.layout.pooler)
+        try:
+            module = self.model.get_submodule(path)
+        except AttributeError:
+            return None
+        return (path, module) if isinstance(module, nn.Module) else None
 
     # --- roles -------------------------------------------------------------------------------------------------
     def available_roles(self) -> list[str]:

@@ -36,8 +36,13 @@ DIFFERENCES = [
     "Budget: a fixed number of optimizer steps (1000 × batch 8 on e2e-mini, 19% of an epoch) instead of 5 epochs.",
     "Decoding: greedy instead of beam search with beam 10 (and no length penalty or n-gram blocking tuning).",
     "Learning rates: one lr per method, chosen on dev loss / dev score from a short grid at a short budget "
-    "({lr_grids}), on E2E then checked at the full budget against the next lower grid lr (lr-check-e2e), instead "
-    "of each paper's tuned values.",
+    "({lr_grids}), then checked at the full budget against the next lower grid lr: on E2E (lr-check-e2e), and on "
+    "each GLUE task for itself (lr-check-glue: the GLUE lr is per method and task), instead of each paper's tuned "
+    "values.",
+    "GLUE head: every arm trains MiniLM's pooler with the classifier (peft trains BERT's classifier alone; RoBERTa's "
+    "classification head, which the papers used, has its own trained dense layer). all-MiniLM-L6-v2's pooler was "
+    "never trained for [CLS]; frozen, LoRA stayed at chance on three of four tasks. The head (the pooler's 147,840 "
+    "parameters + the classifier's 385-770) is in every arm's trainable count.",
     "Hardware: CPU training on 2 cores, not GPUs in fp32/fp16: the E2E protocols in bf16 (on CPUs that multiply bf16 "
     "natively), the GLUE ones in fp32; the machines that finished the runs are counted under Hardware and versions.",
     "Prefix-length study on MRPC only (one GLUE task), not on every task and not on E2E.",
@@ -431,18 +436,20 @@ def _lr_grid_table(suite: Suite, res: Results, protocol: str) -> list[str]:
 
 
 def _lr_steps_table(suite: Suite, res: Results, protocol: str, latest: dict[str, dict[str, Any]]) -> list[str]:
-    """One row per arm: each lr step's lr, best dev score and first metric, and the lr the protocol chose."""
+    """One row per arm (per arm and task with ``lr_per_task``): each lr step's lr, best dev score and first metric,
+    and the lr the protocol chose."""
     raw = suite.protocols[protocol]
     steps = list(raw["lr_steps"])
     specs = [s for s in suite.runs if s.protocol == protocol and s.lr_step is not None]
     current = res.records
     e2e = raw.get("task") == "e2e"
     metric = "BLEU" if e2e else None
+    per_task = bool(raw.get("lr_per_task"))
     rows = []
-    for base in dict.fromkeys(s.base_arm for s in specs):
-        own = [s for s in specs if s.base_arm == base]
-        chosen, why = choose_lr(RunSpec("", "", "", 0, "", lr_from=protocol, lr_arm=base), suite, current)
-        row = [base]
+    for base, task in dict.fromkeys((s.base_arm, s.task if per_task else None) for s in specs):
+        own = [s for s in specs if s.base_arm == base and (task is None or s.task == task)]
+        chosen, why = choose_lr(RunSpec("", task or "", "", 0, "", lr_from=protocol, lr_arm=base), suite, current)
+        row = [base] + ([task] if per_task else [])
         for step in steps:
             at = [s for s in own if s.lr_step == step]
             lines = [step_line(s, suite, current) for s in at]
@@ -473,7 +480,7 @@ def _lr_steps_table(suite: Suite, res: Results, protocol: str, latest: dict[str,
         return "grid's choice" if step == 0 else f"{abs(step)} grid lr{'s' if abs(step) > 1 else ''} " \
             f"{'lower' if step < 0 else 'higher'}"
 
-    header = ["arm"] + [title(k) for k in steps] + ["chosen lr"]
+    header = ["arm"] + (["task"] if per_task else []) + [title(k) for k in steps] + ["chosen lr"]
     users = [n for n, p in suite.protocols.items() if (p or {}).get("lr_from") == protocol]
     what = "best dev loss (lower is better)" if e2e else "best dev score (higher is better)"
     tolerance = float(raw.get("lr_select_tolerance", 0.0) or 0.0)
@@ -483,7 +490,9 @@ def _lr_steps_table(suite: Suite, res: Results, protocol: str, latest: dict[str,
             f"and at the grid's lr{'s' if len(steps) > 2 else ''} beside it. Each cell: lr: {what}"
             f"{f'; {metric} on the decoded test MRs' if metric else ''}, mean over seeds. A run whose recipe and seed "
             f"equal another protocol's run is that run, its line copied. **Bold**: the chosen lr, {rule}; it is the lr "
-            f"{', '.join(users) or 'no protocol'} uses for that arm, chosen once every step of the arm is done.")
+            f"{', '.join(users) or 'no protocol'} uses for that arm"
+            f"{' on that task (lr_per_task: each task its own choice, from its own dev score)' if per_task else ''}, "
+            f"chosen once every step of the arm is done.")
     return _table(header, rows) + [note, ""]
 
 

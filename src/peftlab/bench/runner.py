@@ -232,20 +232,30 @@ def _recorded_lr(record: dict[str, Any]) -> float | None:
 def step_line(spec: RunSpec, suite: Suite, results: dict[str, dict[str, Any]]
               ) -> tuple[float | None, str, dict[str, Any] | None]:
     """An ``lr_steps`` run's lr now (:func:`stepped_lr`), why, and its result line if that line was made at that lr
-    (a line from before the grid moved its choice does not count)."""
+    with this run's recipe (a line from before the grid moved its choice, or before a recipe field changed, does not
+    count)."""
     lr, why = stepped_lr(spec, suite, results)
     record = results.get(spec.key)
     recorded = _recorded_lr(record) if record else None
     if lr is None or recorded is None or not math.isclose(recorded, lr, rel_tol=1e-9):
         record = None
+    elif "recipe" in record:  # the same lr, but another recipe (a field changed since): not this run's line
+        recipe = json.loads(json.dumps(spec.recipe))
+        recipe.setdefault("optim", {})["lr"] = lr
+        if not same_recipe(record["recipe"], _normalised(recipe)):
+            record = None
     return lr, why, record
 
 
-def steps_choice(suite: Suite, protocol: str, arm: str, results: dict[str, dict[str, Any]]
-                 ) -> tuple[float | None, str]:
+def steps_choice(suite: Suite, protocol: str, arm: str, results: dict[str, dict[str, Any]],
+                 task: str | None = None) -> tuple[float | None, str]:
     """The lr an ``lr_steps`` protocol chose for its arm ``arm``: the best mean dev score over its lr steps (with
-    its ``lr_select_tolerance``), once every step has a result line at the lr it resolves to now."""
-    runs = [run for run in suite.protocol_runs(protocol) if run.base_arm == arm]
+    its ``lr_select_tolerance``), once every step has a result line at the lr it resolves to now. ``task``: only
+    that task's runs (a protocol with ``lr_per_task``)."""
+    runs = [run for run in suite.protocol_runs(protocol)
+            if run.base_arm == arm and (task is None or run.task == task)]
+    if not runs:
+        return None, f"{protocol} has no run of arm {arm}{f' on {task}' if task else ''}"
     by_lr: dict[float, list[float]] = {}
     waiting = 0
     for run in runs:
@@ -258,11 +268,12 @@ def steps_choice(suite: Suite, protocol: str, arm: str, results: dict[str, dict[
         score = selection_score(record)
         by_lr.setdefault(lr, []).append(score if score is not None else -math.inf)
     if waiting:
-        return None, f"waiting for {waiting} run(s) of {protocol} (arm {arm})"
+        return None, f"waiting for {waiting} run(s) of {protocol} (arm {arm}{f', {task}' if task else ''})"
     means = {lr: statistics.fmean(scores) for lr, scores in by_lr.items()}
     tolerance = float(suite.protocols.get(protocol, {}).get("lr_select_tolerance", 0.0))
     best, chosen = _best_lr(means), _chosen_lr(means, tolerance)
-    why = f"lr {chosen:g} from {protocol} ({', '.join(f'{lr:g}' for lr in sorted(means))}, mean best dev score"
+    why = (f"lr {chosen:g} from {protocol}{f' for {task}' if task else ''} "
+           f"({', '.join(f'{lr:g}' for lr in sorted(means))}, mean best dev score")
     if chosen != best:
         why += f"; the best, {best:g}, is less than {tolerance:.2%} ahead: lr_select_tolerance"
     return chosen, why + ")"
@@ -271,11 +282,14 @@ def steps_choice(suite: Suite, protocol: str, arm: str, results: dict[str, dict[
 def choose_lr(spec: RunSpec, suite: Suite, results: dict[str, dict[str, Any]]) -> tuple[float | None, str]:
     """The lr of a run that takes it from another protocol (``spec.lr_from``), and why; None while that protocol's
     runs for arm ``spec.lr_arm`` are not all done. An ``lr_steps`` run is moved along its grid (:func:`stepped_lr`);
-    a run whose ``lr_from`` has lr_steps takes that protocol's choice (:func:`steps_choice`), else the grid's."""
+    a run whose ``lr_from`` has lr_steps takes that protocol's choice (:func:`steps_choice`; for the run's own task
+    where that protocol has ``lr_per_task``), else the grid's."""
     if spec.lr_step is not None:
         return stepped_lr(spec, suite, results)
-    if (suite.protocols.get(spec.lr_from or "") or {}).get("lr_steps") is not None:
-        return steps_choice(suite, spec.lr_from or "", spec.lr_arm or "", results)
+    source = suite.protocols.get(spec.lr_from or "") or {}
+    if source.get("lr_steps") is not None:
+        return steps_choice(suite, spec.lr_from or "", spec.lr_arm or "", results,
+                            task=spec.task if source.get("lr_per_task") else None)
     chosen, why, _ = grid_choice(suite, spec.lr_from or "", spec.lr_arm or "", results)
     return chosen, why
 
@@ -291,19 +305,34 @@ def resolved_recipe(spec: RunSpec, suite: Suite, results: dict[str, dict[str, An
     return recipe
 
 
+def evidence(suite: Suite, results: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """``results`` (the newest line of each key) without the lines that are no evidence for the suite's lr choices
+    any more: a run whose recipe is fixed by the suite file (no ``lr_from``: an lr-grid run) with a line made from
+    another recipe. A grid is judged only on lines of its current recipe (a field added to every GLUE recipe makes
+    the whole grid run again before anything takes its lr from it)."""
+    kept = dict(results)
+    for spec in suite.runs:
+        record = kept.get(spec.key)
+        if (record is not None and spec.lr_from is None and spec.baseline is None and "recipe" in record
+                and not same_recipe(record["recipe"], _normalised(spec.recipe))):
+            del kept[spec.key]
+    return kept
+
+
 def plan(suite: Suite, results_path: Path, runs_dir: Path, select: Callable[[RunSpec], bool] = lambda s: True
          ) -> list[PlannedRun]:
     """The status of every selected run: done (a current result line), stale (a result line from another recipe),
     partial (a run folder without final metrics), missing, or waiting (its lr needs grid runs not done yet); an
     lr-grid extension run is "not needed", waiting (undecided), or else one of the above (its reason says why
     it is needed)."""
-    results = latest_by_key(read_results(results_path))
+    lines = latest_by_key(read_results(results_path))
+    results = evidence(suite, lines)  # what the lr decisions may read: no line of a recipe the suite no longer has
     planned: list[PlannedRun] = []
     extension_cache: dict[tuple[str, str], dict[tuple[str, int], ExtensionState]] = {}
     for spec in suite.runs:
         if not select(spec):
             continue
-        record = results.get(spec.key)
+        record = lines.get(spec.key)
         if spec.baseline:
             planned.append(PlannedRun(spec, "done" if record else "missing", record=record))
             continue
@@ -417,7 +446,7 @@ def execute(item: PlannedRun, suite: Suite, results_path: Path, runs_dir: Path, 
     spec = item.spec
     if spec.baseline:
         return baseline_record(spec, data_dir)
-    results = latest_by_key(read_results(results_path))
+    results = evidence(suite, latest_by_key(read_results(results_path)))
     recipe = resolved_recipe(spec, suite, results)
     assert recipe is not None
     run_dir = spec.run_dir(runs_dir)

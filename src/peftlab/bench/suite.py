@@ -19,6 +19,7 @@ A suite file (``benchmarks/quality/suite.yaml``) is a YAML mapping::
         lr_from: lr-grid-e2e         # optional: every arm's optim.lr is the value that protocol's grid chose
         lr_steps: [0, -1]            # optional, with lr_from: every arm becomes ARM@lr-step=K, at the lr_from choice
                                      # moved K places along that arm's grid values (-1: the next smaller one)
+        lr_per_task: true            # optional, with lr_steps: the choice is made per task (GLUE: each task its lr)
         prefix_lengths: [5, 10]      # optional: every arm becomes ARM@L with method_args.num_virtual_tokens = L
         arms:
           lora:
@@ -47,7 +48,9 @@ the smaller one is the safer choice for a longer run. The extensions still follo
 the grid chose and at its next smaller grid value (moved K places along the sorted lrs the arm's grid ran; beyond the
 smallest, by the ratio of the two smallest). Such a protocol is itself a source for ``lr_from`` (the best of its
 lrs by mean dev score, with its own ``lr_select_tolerance``), so a main protocol can take its lr from a check run at
-its own budget. A run whose recipe equals a result line of another protocol (same seed) is not trained twice: the
+its own budget. With ``lr_per_task: true`` that choice is made for each task on its own runs (a GLUE task's lr
+from its own dev score; the tasks' metrics differ, and one lr need not suit them all), and a protocol that takes its
+lr from it must run only tasks it checked. A run whose recipe equals a result line of another protocol (same seed) is not trained twice: the
 runner copies that line (``adopted_from``), or continues the other run's half-done folder.
 
 Each arm starts from the shipped recipe ``<task>/<model>/<method>`` (``peftlab recipes ls``; built-in defaults if
@@ -71,7 +74,7 @@ from ..train.tasks import TASK_TYPES
 SUITE_KEYS = {"version", "description", "protocols"}
 PROTOCOL_KEYS = {"task", "model", "glue_tasks", "seeds", "steps", "compile", "overrides", "lr_grid",
                  "lr_grid_factors", "lr_grid_extend", "lr_select_tolerance", "lr_from", "lr_steps",
-                 "prefix_lengths", "arms", "description"}
+                 "lr_per_task", "prefix_lengths", "arms", "description"}
 ARM_KEYS = {"method", "method_args", "overrides", "seeds", "lr_arm", "compile", "baseline", "note"}
 BASELINES = {"template_full"}
 """Rows that are not trained: keys of ``data/e2e/metric_check/official_scores.json``."""
@@ -244,6 +247,11 @@ def _expand_protocol(path: Path, name: str, protocol: Any, protocols: dict[str, 
             raise ConfigError(f"{where}.lr_steps: a step is listed twice ({lr_steps})")
         if lr_from is None:
             raise ConfigError(f"{where}.lr_steps: only with lr_from (the steps move along that protocol's lr grid)")
+    per_task = protocol.get("lr_per_task", False)
+    if not isinstance(per_task, bool):
+        raise ConfigError(f"{where}.lr_per_task: expected true or false, got {per_task!r}")
+    if per_task and lr_steps is None:
+        raise ConfigError(f"{where}.lr_per_task: only with lr_steps (each task's choice among its lr steps)")
     if tolerance and not has_grid and lr_steps is None:
         raise ConfigError(f"{where}.lr_select_tolerance: only with lr_grid, lr_grid_factors or lr_steps")
     if lr_from is not None:
@@ -256,6 +264,12 @@ def _expand_protocol(path: Path, name: str, protocol: Any, protocols: dict[str, 
         if lr_steps is not None and source.get("lr_steps") is not None:
             raise ConfigError(f"{where}.lr_steps: lr_from {lr_from!r} has lr_steps itself; take lr_from from a "
                               "protocol with an lr grid")
+        if source.get("lr_per_task"):
+            checked = (source.get("glue_tasks") or ["sst2"]) if source.get("task") == "glue" else [source.get("task")]
+            unchecked = [t for t in tasks if t not in checked] if source.get("task") == task else tasks
+            if unchecked:
+                raise ConfigError(f"{where}.lr_from: {lr_from!r} chooses an lr per task (lr_per_task) and checked none "
+                                  f"for {', '.join(map(str, unchecked))} (only {', '.join(map(str, checked))})")
     lengths = protocol.get("prefix_lengths")
     if lengths is not None:
         lengths = _int_list(lengths, f"{where}.prefix_lengths")

@@ -36,6 +36,8 @@ from ..hardware import describe as describe_hardware
 from ..hardware import summary as hardware_summary
 from ..metrics.ptb import resolve_backend
 from ..model import get_peft_model
+from ..registry import get_method
+from ..tuners.base import classifier_head
 from .batching import batch_tokens
 from .checkpoint import (BEST_FILE, TrainState, adapter_snapshot, checkpoint_step, find_checkpoint, load_best_snapshot,
                          load_checkpoint, nonfinite_tensors, prepare_checkpointing, restore_adapter, save_checkpoint)
@@ -210,6 +212,9 @@ class FinetuneRecipe:
                     module.p = 0.0
         if getattr(model.config, "pad_token_id", None) is None and self.tokenizer.pad_token_id is not None:
             model.config.pad_token_id = self.tokenizer.pad_token_id
+        if not recipe.model.train_pooler and self.peft_config.modules_to_save is None \
+                and get_method(self.peft_config).tuner_cls.default_modules_to_save(model) is not None:
+            self.peft_config = dataclasses.replace(self.peft_config, modules_to_save=classifier_head(model, False))
         peft_model = get_peft_model(model, self.peft_config)
         if recipe.run.bf16 and recipe.run.bf16_frozen_weights:
             cast_frozen_weights(peft_model, torch.bfloat16)

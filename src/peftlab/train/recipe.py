@@ -44,6 +44,10 @@ class ModelArgs:
     """Set every dropout of the base model to 0 (deterministic runs; adapter dropout is the method's own knob)."""
     attn_implementation: Literal["auto", "eager", "sdpa"] = "auto"
     """Attention kernel: auto = eager on CPU (faster for E2E-length sequences in training, benchmarks/), sdpa on GPU."""
+    train_pooler: bool = True
+    """GLUE: the pooler the classifier reads (BERT's [CLS] dense + tanh) trains and is saved with the classifier head,
+    as RoBERTa's classification head does; false: the classifier alone (peft's default). Applies when the method's
+    modules_to_save is not given; full fine-tuning trains everything anyway."""
 
 
 @dataclass
@@ -166,16 +170,31 @@ class Recipe:
         return _plain(dataclasses.asdict(self))
 
 
-LEGACY_VALUES: dict[tuple[str, str], Any] = {("optim", "fused"): False}
+LEGACY_VALUES: dict[tuple[str, str], Any] = {("optim", "fused"): False, ("model", "train_pooler"): False}
 """What a recipe written before a field existed ran with, where that differs from the field's default: a stored
 recipe (a run folder's config.yaml, a quality-suite result line) without the field is read with this value."""
+LEGACY_TASKS: dict[tuple[str, str], tuple[str, ...]] = {("model", "train_pooler"): ("glue",)}
+"""Fields of :data:`LEGACY_VALUES` that only changed what runs for these tasks (a sequence classifier's head): for
+another task's recipe the missing field reads as its default, as if it had always been there."""
+
+
+def legacy_value(section: str, key: str, task: str | None, default: Any = None) -> Any:
+    """What a stored recipe of ``task`` without the field ``section.key`` ran with: :data:`LEGACY_VALUES`, else
+    ``default``."""
+    tasks = LEGACY_TASKS.get((section, key))
+    if (section, key) in LEGACY_VALUES and (tasks is None or task in tasks):
+        return LEGACY_VALUES[(section, key)]
+    return default
 
 
 def with_legacy_values(data: dict[str, Any]) -> dict[str, Any]:
-    """A copy of the recipe dict ``data`` with :data:`LEGACY_VALUES` filled in where a field is missing."""
+    """A copy of the recipe dict ``data`` with :data:`LEGACY_VALUES` filled in where a field is missing (for the
+    recipe's own task, :data:`LEGACY_TASKS`)."""
     data = _plain(data)
+    task = data.get("task", "e2e")
     for (section, key), value in LEGACY_VALUES.items():
-        if isinstance(data.get(section, {}), dict):
+        tasks = LEGACY_TASKS.get((section, key))
+        if isinstance(data.get(section, {}), dict) and (tasks is None or task in tasks):
             data.setdefault(section, {}).setdefault(key, value)
     return data
 

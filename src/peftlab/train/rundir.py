@@ -52,9 +52,9 @@ the restored state: ``optim.fused`` on the loaded optimizer)."""
 def _filled_from(previous: Any, current: dict[str, Any]) -> Any:
     """``previous`` (a run folder's config.yaml, written by a peftlab that may have lacked some recipe fields) with
     each missing field of a recipe section filled in: from ``current`` for :data:`RESUME_TAKES_CURRENT`, else with
-    what that older run ran with (``recipe.LEGACY_VALUES``, else the field's default), so any other change still
+    what that older run ran with (``recipe.legacy_value``, else the field's default), so any other change still
     refuses the resume."""
-    from .recipe import LEGACY_VALUES, SECTIONS
+    from .recipe import SECTIONS, legacy_value
 
     if not isinstance(previous, dict):
         return previous
@@ -66,7 +66,8 @@ def _filled_from(previous: Any, current: dict[str, Any]) -> Any:
         for key, value in current[section].items():
             if key not in filled[section]:
                 filled[section][key] = (value if (section, key) in RESUME_TAKES_CURRENT
-                                        else LEGACY_VALUES.get((section, key), defaults[section].get(key)))
+                                        else legacy_value(section, key, filled.get("task", current.get("task")),
+                                                          defaults[section].get(key)))
     return filled
 
 

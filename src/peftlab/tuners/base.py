@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, ClassVar, Iterator, TypeVar
 import torch
 import torch.nn as nn
 
-from ..errors import AdapterError
+from ..errors import AdapterError, UnsupportedModelError
+from ..layout import get_layout
 
 SAVED_KEY_PREFIX = "base_model.model."
 """Saved keys and PeftModel parameter names start with this (peft's layout: ``PeftModel.base_model.model``)."""
@@ -202,6 +203,25 @@ def iter_adapter_layers(root: nn.Module) -> Iterator[tuple[str, AdapterLayer]]:
             yield path, module
 
 
+
+def classifier_head(model: nn.Module, include_pooler: bool = True) -> list[str] | None:
+    """The modules of a sequence classifier's head, as ``modules_to_save`` names: the classifier (``classifier`` or
+    ``score``) and, with ``include_pooler``, the body's pooler where the architecture's layout has one
+    (:attr:`peftlab.layout.ModelLayout.pooler`). peft's default trains the classifier alone; a pooler left frozen
+    is a fixed random projection where the checkpoint never trained it. None for other models."""
+    if not type(model).__name__.endswith("ForSequenceClassification"):
+        return None
+    heads = [name for name in CLASSIFIER_HEADS if isinstance(getattr(model, name, None), nn.Module)][:1]
+    if heads and include_pooler:
+        try:
+            pooler = get_layout(model).pooler()
+        except UnsupportedModelError:  # no layout: the classifier alone (inject reports the missing layout itself)
+            pooler = None
+        if pooler is not None:
+            heads.append(pooler[0])  # e.g. "bert.pooler"
+    return heads or None
+
+
 class Tuner:
     """Per-method strategy. Subclasses set ``config_cls`` and implement :meth:`inject`."""
 
@@ -242,11 +262,10 @@ class Tuner:
     @classmethod
     def default_modules_to_save(cls, model: nn.Module) -> list[str] | None:
         """``modules_to_save`` for a config that leaves it None: a sequence classifier's head (new, so it must
-        train and be saved with the adapter), else None. Full fine-tuning: None (the head is part of the model)."""
-        if not type(model).__name__.endswith("ForSequenceClassification"):
-            return None
-        heads = [name for name in CLASSIFIER_HEADS if isinstance(getattr(model, name, None), nn.Module)]
-        return heads[:1] or None
+        train and be saved with the adapter) with the pooler it reads (:func:`classifier_head`), else None. Full
+        fine-tuning: None (the head is part of the model)."""
+        return classifier_head(model)
+
 
     @classmethod
     def check_operation(cls, operation: str) -> None:

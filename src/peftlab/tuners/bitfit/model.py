@@ -40,6 +40,8 @@ class BitFitTuner(Tuner):
                 continue
             if not isinstance(module, kinds) or _inside_adapter_layer(model, path):
                 continue
+            if _inside_saved_module(path, config.modules_to_save):  # trains whole (e.g. the pooler of a head)
+                continue
             if wanted is not None:
                 prefix = layout.body_path(layout.layout.blocks) + "."
                 head = path[len(prefix):].split(".", 1)[0] if path.startswith(prefix) else None
@@ -72,6 +74,14 @@ class BitFitTuner(Tuner):
     def describe(cls, config: BitFitConfig) -> str:
         where = "all body biases" if config.target_modules is None else f"biases of {config.target_modules}"
         return f"bias deltas: {where}" + (" (+ added biases)" if config.add_missing_bias else "")
+
+
+def _inside_saved_module(path: str, names: list[str] | None) -> bool:
+    """True if ``path`` is, or is inside, a module that ``modules_to_save`` names (matched as peft matches them: the
+    whole path or its last components)."""
+    parts = path.split(".")
+    prefixes = [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
+    return any(prefix == name or prefix.endswith("." + name) for name in names or () for prefix in prefixes)
 
 
 def _inside_adapter_layer(model: nn.Module, path: str) -> bool:
