@@ -50,8 +50,9 @@ smallest, by the ratio of the two smallest). Such a protocol is itself a source 
 lrs by mean dev score, with its own ``lr_select_tolerance``), so a main protocol can take its lr from a check run at
 its own budget. With ``lr_per_task: true`` that choice is made for each task on its own runs (a GLUE task's lr
 from its own dev score; the tasks' metrics differ, and one lr need not suit them all), and a protocol that takes its
-lr from it must run only tasks it checked. A run whose recipe equals a result line of another protocol (same seed) is not trained twice: the
-runner copies that line (``adopted_from``), or continues the other run's half-done folder.
+lr from it must run only tasks it checked. A run whose recipe equals a result line of another protocol (same seed)
+is not trained twice: the runner copies that line (``adopted_from``), or continues the other run's half-done
+folder.
 
 Each arm starts from the shipped recipe ``<task>/<model>/<method>`` (``peftlab recipes ls``; built-in defaults if
 there is none). Everything is checked before anything runs: unknown keys, unknown methods, recipe keys and method fields

@@ -203,7 +203,6 @@ def iter_adapter_layers(root: nn.Module) -> Iterator[tuple[str, AdapterLayer]]:
             yield path, module
 
 
-
 def classifier_head(model: nn.Module, include_pooler: bool = True) -> list[str] | None:
     """The modules of a sequence classifier's head, as ``modules_to_save`` names: the classifier (``classifier`` or
     ``score``) and, with ``include_pooler``, the body's pooler where the architecture's layout has one
@@ -265,7 +264,6 @@ class Tuner:
         train and be saved with the adapter) with the pooler it reads (:func:`classifier_head`), else None. Full
         fine-tuning: None (the head is part of the model)."""
         return classifier_head(model)
-
 
     @classmethod
     def check_operation(cls, operation: str) -> None:
