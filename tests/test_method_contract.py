@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import ARCHS, make_batch, make_tiny, model_output
+from conftest import ARCHS, DEVICE, make_batch, make_tiny, model_output, on_device
 from method_cases import METHOD_CASES, MethodCase
 from safetensors import safe_open
 
@@ -200,7 +200,7 @@ def _left_padded_prompts(arch: str):
     for row, length in enumerate((7, 5, 3, 2)):
         ids[row, 7 - length:] = torch.randint(3, 96, (length,), generator=gen)
         mask[row, 7 - length:] = 1
-    return ids, mask
+    return on_device(ids), on_device(mask)
 
 
 @matrix
@@ -218,7 +218,7 @@ def test_fast_greedy_equals_generate(case, arch, compact_at):
                           pad_token_id=0, eos_token_id=eos, begin_suppress_tokens=eos)[:, ids.shape[1]:]
     got = greedy_generate(model, ids, mask, max_new_tokens=10, eos_token_ids=eos, pad_token_id=0,
                           begin_suppress_tokens=eos, compact_at=compact_at)
-    assert not torch.isin(got[:, 0], torch.tensor(eos)).any()  # begin suppression held
+    assert not torch.isin(got[:, 0], torch.tensor(eos, device=got.device)).any()  # begin suppression held
     assert torch.equal(got[:, :want.shape[1]], want)
     assert (got[:, want.shape[1]:] == 0).all()
 
@@ -295,7 +295,7 @@ def test_module_moves_and_copies(case, arch):
     model.eval()
     with torch.no_grad():
         expected = model_output(model, batch)
-        moved = model.to(torch.device("cpu")).float()  # what accelerate/DDP do: nn.Module._apply must work
+        moved = model.to(DEVICE).float()  # what accelerate/DDP do: nn.Module._apply must work
         torch.testing.assert_close(model_output(moved, batch), expected, atol=0, rtol=0)
         torch.testing.assert_close(model_output(copy.deepcopy(model), batch), expected, atol=0, rtol=0)
 
@@ -320,8 +320,8 @@ def _packing_batches(pack_per_row: int):
         prompts.append(" ".join(map(str, ids[:n_prompt])))
         targets.append(" ".join(map(str, ids[n_prompt:])))
     tokenizer = _IdsTokenizer()
-    return (collate_causal_lm(tokenizer, prompts, targets).as_model_inputs(),
-            collate_causal_lm(tokenizer, prompts, targets, pack_per_row=pack_per_row).as_model_inputs())
+    return (on_device(collate_causal_lm(tokenizer, prompts, targets).as_model_inputs()),
+            on_device(collate_causal_lm(tokenizer, prompts, targets, pack_per_row=pack_per_row).as_model_inputs()))
 
 
 @matrix
