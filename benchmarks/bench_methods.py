@@ -45,6 +45,7 @@ import torch
 MODELS = ("smollm2-135m", "gpt2-small-random", "gpt2-medium-random")
 GPT2_SHAPES = {"gpt2-small-random": dict(n_layer=12, n_embd=768, n_head=12),  # GPT-2 small's shape
                "gpt2-medium-random": dict(n_layer=24, n_embd=1024, n_head=16)}  # GPT-2 M, the papers' E2E model
+GPT2_VOCAB = 50257
 DEVICE = torch.device("cpu")  # --device; every model, batch and autocast of the run
 SUITE_ARGS: dict[str, tuple[str, dict[str, Any]]] = {  # variant -> (method, method_args on top of the recipe's)
     "lora": ("lora", {}),
@@ -78,16 +79,28 @@ def load_base(model_name: str, dtype: torch.dtype):
 
         model = load_model("smollm2-135m", dtype=dtype, attn_implementation="eager")
         return model.to(DEVICE), load_tokenizer("smollm2-135m")
-    from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
+    from transformers import GPT2Config, GPT2LMHeadModel
 
-    data_dir = Path(os.environ.get("PEFTLAB_DATA_DIR", "../shared/data"))
-    tokenizer = GPT2TokenizerFast(vocab_file=str(data_dir / "gpt2-tokenizer/vocab.json"),
-                                  merges_file=str(data_dir / "gpt2-tokenizer/merges.txt"))
-    tokenizer.pad_token = tokenizer.eos_token
+    tokenizer = load_gpt2_tokenizer(Path(os.environ.get("PEFTLAB_DATA_DIR", "../shared/data")))
     torch.manual_seed(0)
     model = GPT2LMHeadModel(GPT2Config(attn_implementation="eager", **GPT2_SHAPES[model_name]))
     model.config.pad_token_id = tokenizer.pad_token_id
     return model.to(device=DEVICE, dtype=dtype), tokenizer
+
+
+def load_gpt2_tokenizer(data_dir: Path):
+    """GPT-2's BPE tokenizer from ``<data_dir>/gpt2-tokenizer`` (vocab.json + merges.txt), eos as padding."""
+    from transformers import GPT2TokenizerFast
+
+    # from_pretrained on the folder: transformers 5's keyword constructor (vocab_file=, merges_file=) silently builds
+    # an empty vocabulary, and every example then tokenizes to nothing but its eos (gpt2-tokenizer/SOURCE.md). The
+    # GPT-2-shaped rows measured before 2026-12-07 (evening) ran on such one-token examples.
+    tokenizer = GPT2TokenizerFast.from_pretrained(str(data_dir / "gpt2-tokenizer"))
+    if len(tokenizer) != GPT2_VOCAB:
+        raise RuntimeError(f"the GPT-2 tokenizer in {data_dir / 'gpt2-tokenizer'} has {len(tokenizer)} tokens, "
+                           f"not {GPT2_VOCAB}")
+    tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
 
 
 def load_batches(tokenizer, n_batches: int, batch_size: int, data_dir: str) -> list[dict[str, torch.Tensor]]:
