@@ -444,6 +444,26 @@ def test_hardware_section_counts_the_machines_of_the_lines(tmp_path, suite):
     hw = section(md, "## Hardware and versions")
     assert "- AMD EPYC (AVX2, bf16 emulated), 2 CPUs (2)" in hw
     assert "- not recorded (1)" in hw
+    assert "bf16 lines by the kernels" not in hw  # these lines name no bf16 recipe
+
+
+def test_hardware_section_counts_bf16_lines_by_their_kernels_and_compile(tmp_path):
+    path = tmp_path / "bf16-suite.yaml"
+    path.write_text("version: 1\nprotocols:\n"
+                    "  e2e-mini: {task: e2e, steps: 2, seeds: [0, 1], compile: true, overrides: {run.bf16: true},\n"
+                    "             arms: {lora: {method: lora}, solo: {method: solo},\n"
+                    "                    prefix: {method: prefix, compile: false}}}\n", encoding="utf-8")
+    bf16_suite = load_suite(path)
+    records = [done_line(bf16_suite, ("e2e-mini", "e2e", "lora", 0), compile=True, compiled=False,
+                         bf16_matmuls="fp32 kernels"),
+               *(done_line(bf16_suite, ("e2e-mini", "e2e", "solo", k), compile=True) for k in (0, 1)),  # older
+               done_line(bf16_suite, ("e2e-mini", "e2e", "prefix", 0), compile=False, compiled=False,
+                         bf16_matmuls="native")]
+    (tmp_path / "out").mkdir()
+    hw = section(render(tmp_path / "out", bf16_suite, records)[0], "## Hardware and versions")
+    assert "- bf16 products through fp32 kernels (AVX2), eager (compile skipped) (1)" in hw
+    assert "- kernels not recorded, compile True (2)" in hw
+    assert "- native bf16 kernels, eager (1)" in hw
 
 
 def test_status_names_the_protocols_that_train_in_bf16(tmp_path, suite):
@@ -457,7 +477,8 @@ def test_status_names_the_protocols_that_train_in_bf16(tmp_path, suite):
     (tmp_path / "bf16").mkdir()
     md, _ = render(tmp_path / "bf16", load_suite(path), [])
     status = section(md, "## Status")
-    assert "Trained in bf16: e2e-mini; in fp32: glue-mini." in status and "skips it elsewhere" in status
+    assert "Trained in bf16: e2e-mini; in fp32: glue-mini." in status
+    assert "runs through an fp32 kernel" in status and "`compiled: false`" in status
 
 
 def test_runs_that_never_beat_the_untrained_model_are_named(tmp_path, suite):

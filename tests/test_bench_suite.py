@@ -233,11 +233,17 @@ def test_a_field_added_later_at_its_default_does_not_make_a_line_stale():
     assert same_recipe(moved, current)
 
 
-@pytest.mark.parametrize("native, allow, trained", [(False, False, False), (False, True, True), (True, False, True)])
-def test_a_bf16_run_waits_for_a_machine_that_multiplies_bf16_natively(tmp_path, monkeypatch, native, allow,
-                                                                       trained):
+@pytest.mark.parametrize("native, matmuls, allow, trained", [
+    (False, "native", False, False), (False, "native", True, True), (True, "native", False, True),
+    (False, "auto", False, True), (True, "auto", False, True)])
+def test_a_bf16_run_in_emulated_kernels_waits_for_a_machine_that_multiplies_bf16_natively(
+        tmp_path, monkeypatch, native, matmuls, allow, trained):
+    """Where bf16 is emulated, a bf16 run trains with its products through fp32 kernels (the default); only with
+    PEFTLAB_BF16_MATMULS=native (torch's emulated kernels, ~39x slower) does it wait for another machine."""
     import peftlab.hardware as hardware
     from peftlab.bench import runner
+
+    monkeypatch.setenv("PEFTLAB_BF16_MATMULS", matmuls)
 
     path = write_suite(tmp_path, """
         p:
@@ -263,6 +269,7 @@ def test_a_bf16_run_waits_for_a_machine_that_multiplies_bf16_natively(tmp_path, 
     else:
         skipped = next(line for line in lines if "skipped" in line)
         assert "trains in bf16" in skipped and "bf16 emulated" in skipped and "--allow-emulated-bf16" in skipped
+        assert "PEFTLAB_BF16_MATMULS" in skipped
         assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("config.yaml"))
 
 

@@ -47,16 +47,22 @@ def test_cpu_bf16_native_reads_the_cpu_flags_too(monkeypatch):
     assert hardware.cpu_bf16_native()
 
 
+@pytest.mark.parametrize("matmuls", ["auto", "native"])
 @pytest.mark.parametrize("native", [False, True])
-def test_resolve_bf16(monkeypatch, native):
+def test_resolve_bf16(monkeypatch, capsys, native, matmuls):
+    """bf16 where it is emulated: said, and a warning only where torch's slow emulated kernels would run it
+    (PEFTLAB_BF16_MATMULS=native); by default its products go through fp32 kernels (peftlab.train.bf16_gemm)."""
     monkeypatch.setattr(hardware, "bf16_matmul_native", lambda device=None: native)
+    monkeypatch.setenv("PEFTLAB_BF16_MATMULS", matmuls)
     assert resolve_bf16("auto") is native
     assert resolve_bf16(False) is False
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        assert resolve_bf16(True) is True  # what the user asked for, always
+        assert resolve_bf16(True, "cpu") is True  # what the user asked for, always
     emulated = [w for w in caught if "without native bf16" in str(w.message)]
-    assert len(emulated) == (0 if native else 1)
+    assert len(emulated) == (1 if not native and matmuls == "native" else 0)
+    said = "through an fp32 kernel" in capsys.readouterr().out
+    assert said == (not native and matmuls == "auto")
 
 
 def test_recipe_takes_auto_and_refuses_other_words():

@@ -43,8 +43,9 @@ DIFFERENCES = [
     "classification head, which the papers used, has its own trained dense layer). all-MiniLM-L6-v2's pooler was "
     "never trained for [CLS]; frozen, LoRA stayed at chance on three of four tasks. The head (the pooler's 147,840 "
     "parameters + the classifier's 385-770) is in every arm's trainable count.",
-    "Hardware: CPU training on 2 cores, not GPUs in fp32/fp16: the E2E protocols in bf16 (on CPUs that multiply bf16 "
-    "natively), the GLUE ones in fp32; the machines that finished the runs are counted under Hardware and versions.",
+    "Hardware: CPU training on 2 cores, not GPUs in fp32/fp16: the E2E protocols in bf16 (native bf16 kernels, or "
+    "on an AVX2 CPU bf16 products through fp32 kernels), the GLUE ones in fp32; the machines that finished the runs "
+    "are counted under Hardware and versions.",
     "Prefix-length study on MRPC only (one GLUE task), not on every task and not on E2E.",
     "Methods reconstructed where the papers' text or code is unavailable (Solo Connection, the gated residual "
     "prefix): every unknown is a config knob, see docs/methods/.",
@@ -192,11 +193,14 @@ def _status(suite: Suite, res: Results, planned: list[PlannedRun], lines: list[d
                    for s in suite.protocol_runs(name) if not s.baseline)]
     if bf16:
         fp32 = [name for name in suite.protocols if name not in bf16]
-        md.append(f"Trained in bf16: {', '.join(bf16)}; in fp32: {', '.join(fp32) or 'none'}. `peftlab bench quality "
-                  "run` trains a bf16 run only on a machine that multiplies bf16 natively (a CPU with AVX512-BF16 or "
-                  "AMX, or a GPU) and skips it elsewhere: on an AVX2-only CPU a bf16 LoRA step on SmolLM2 took 83 s "
-                  "against 2.1 s in fp32 (docs/training.md, Speed). The machine that finished each run is in its "
-                  "result line (Hardware and versions, below).")
+        md.append(f"Trained in bf16: {', '.join(bf16)}; in fp32: {', '.join(fp32) or 'none'}. On a CPU that "
+                  "multiplies bf16 natively (AVX512-BF16 or AMX) or a GPU, a bf16 run uses the native kernels; on one "
+                  "that only emulates bf16 (AVX2) every bf16 matrix product runs through an fp32 kernel and is "
+                  "rounded to bf16 once, which is what a native bf16 kernel computes, up to the order of the fp32 "
+                  "sums (peftlab.train.bf16_gemm: a LoRA step on SmolLM2 took 2.6 s there against 2.2 s in fp32 and "
+                  "83 s in torch's emulated kernels). TorchDynamo does not trace under that mode, so such a run of "
+                  "an arm with compile trains eagerly (its result line says `compiled: false`). The machine that "
+                  "finished each run is in its result line (Hardware and versions, below).")
         md.append("")
     stale = sum(1 for p in planned if _not_comparable(p))
     md.append(f"The remaining compute is an estimate: the mean train time of the done runs of the same arm in the "
@@ -736,6 +740,20 @@ def _hardware(current: dict[str, dict[str, Any]]) -> list[str]:
            for m, n in sorted(machines.items(), key=lambda kv: (kv[0] is None, kv[0] or ""))]
     if not machines:
         md += ["- none recorded"]
+    kernels = Counter((r.get("bf16_matmuls"), r.get("compile"), r.get("compiled")) for r in records
+                      if not r.get("baseline") and (r.get("recipe") or {}).get("run", {}).get("bf16") is True)
+    if kernels:
+        md += ["", "bf16 lines by the kernels of their matrix products and by compile (recorded since 2026-12-07 "
+               "evening; older lines: native kernels, compiled as their protocol asked):", ""]
+        for (matmuls, asked, compiled), n in sorted(kernels.items(), key=lambda kv: str(kv[0])):
+            how = {"fp32 kernels": "bf16 products through fp32 kernels (AVX2)",
+                   "native": "native bf16 kernels"}.get(matmuls, "kernels not recorded")
+            if compiled is None:
+                comp = f"compile {asked}" if asked is not None else "compile not recorded"
+            else:
+                comp = "compiled" if compiled else ("eager (compile skipped)" if asked not in (False, None)
+                                                   else "eager")
+            md.append(f"- {how}, {comp} ({n})")
     md += ["", "Git revisions of the runs (lines):", ""]
     md += [f"- `{v}` ({n})" for v, n in sorted(revisions.items())] or ["- none recorded"]
     return md + [""]

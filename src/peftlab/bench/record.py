@@ -95,6 +95,7 @@ def harvest(spec: RunSpec, run_dir: Path, recipe: dict[str, Any]) -> dict[str, A
         "metrics": metrics, "dev": best, "selection": selection,
         "train_seconds": metrics_all.get("train_seconds"), "tokens_per_second": metrics_all.get("tokens_per_second"),
         "peak_memory_mb": metrics_all.get("peak_memory_mb"), "compile": spec.compile,
+        "compiled": metrics_all.get("compiled"), "bf16_matmuls": metrics_all.get("bf16_matmuls"),
         "curves": curves(run.log, dev_key),
         "recipe": config, "git_revision": meta.get("git_revision"), "versions": meta.get("versions"),
         "hardware": meta.get("hardware"),

@@ -5,21 +5,24 @@ best-step selection, JSONL metrics, and resumable atomic checkpoints.
 :class:`FinetuneRecipe` is one run in named steps, in the manner of torchtune's recipes::
 
     run = FinetuneRecipe(recipe, resume=..., overwrite=..., progress=...)
-    run.setup()          # run folder, setup_data(), setup_model(), setup_optimizer(), load_checkpoint()
-    run.train()          # the optimizer steps; evaluate() and save_checkpoint() on their cadences
-    metrics = run.finish()   # the best step's weights, the final evaluation, the run folder's files
+    with run.matmul_mode():  # bf16 on a CPU that only emulates it: fp32 kernels for the products (bf16_gemm)
+        run.setup()          # run folder, setup_data(), setup_model(), setup_optimizer(), load_checkpoint()
+        run.train()          # the optimizer steps; evaluate() and save_checkpoint() on their cadences
+        metrics = run.finish()   # the best step's weights, the final evaluation, the run folder's files
     run.cleanup()        # the trackers
 
 :func:`train` does exactly that.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import os
 import random
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +41,7 @@ from ..metrics.ptb import resolve_backend
 from ..model import get_peft_model
 from ..registry import get_method
 from ..tuners.base import classifier_head
+from . import bf16_gemm
 from .batching import batch_tokens
 from .checkpoint import (BEST_FILE, TrainState, adapter_snapshot, checkpoint_step, find_checkpoint, load_best_snapshot,
                          load_checkpoint, nonfinite_tensors, prepare_checkpointing, restore_adapter, save_checkpoint)
@@ -119,9 +123,10 @@ def _steps_plan(recipe: Recipe, batches_per_epoch: int) -> int:
 def train(recipe: Recipe, *, resume: bool = False, overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
     """Run ``recipe``: train, select the best step, evaluate, and write the run folder. Returns metrics."""
     run = FinetuneRecipe(recipe, resume=resume, overwrite=overwrite, progress=progress)
-    run.setup()
-    run.train()
-    metrics = run.finish()
+    with run.matmul_mode():
+        run.setup()
+        run.train()
+        metrics = run.finish()
     run.cleanup()
     return metrics
 
@@ -157,8 +162,17 @@ class FinetuneRecipe:
         if recipe.task == "e2e":  # the final scoring needs the official tokenizer (Java) or the opt-in Python port
             resolve_backend()
         self.main = self.accelerator.is_main_process
+        # bf16 where the CPU only emulates it: every bf16 matrix product through an fp32 kernel (bf16_gemm)
+        self.fp32_matmuls = bf16_gemm.wanted(bool(recipe.run.bf16), self.accelerator.device)
+        self.compiled = False
         self.state = TrainState()
         self.best_state: dict[str, torch.Tensor] | None = None  # the best step's adapter snapshot
+
+    def matmul_mode(self) -> contextlib.AbstractContextManager:
+        """The context every step of the run goes in (:func:`train` enters it around set-up, training and the
+        final evaluation): :func:`~peftlab.train.bf16_gemm.fp32_matmuls_for_bf16` where ``fp32_matmuls``, else
+        nothing."""
+        return bf16_gemm.fp32_matmuls_for_bf16(self.fp32_matmuls)
 
     # --- set-up ----------------------------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -220,8 +234,14 @@ class FinetuneRecipe:
             cast_frozen_weights(peft_model, torch.bfloat16)
         if recipe.run.gradient_checkpointing:
             peft_model.gradient_checkpointing_enable()
-        if recipe.run.compile:
+        if recipe.run.compile and self.fp32_matmuls:
+            warnings.warn("run.compile is skipped: the blocks run eagerly, because TorchDynamo does not trace under "
+                          "the mode that computes bf16 matrix products with fp32 kernels on this CPU "
+                          f"(peftlab.train.bf16_gemm; {bf16_gemm.ENV_VAR}=native keeps compile, with torch's "
+                          "emulated bf16 kernels)", UserWarning, stacklevel=2)
+        elif recipe.run.compile:
             compile_blocks(peft_model)
+            self.compiled = True
         self.peft_model = peft_model
         self.trainable, self.total = peft_model.get_nb_trainable_parameters()
         if self.main:
@@ -395,7 +415,7 @@ class FinetuneRecipe:
         recipe, state, peft_model = self.recipe, self.state, self.peft_model
         if self.best_state is not None:
             restore_adapter(peft_model, self.best_state)
-        if recipe.run.compile:
+        if self.compiled:
             uncompile_blocks(peft_model)
         decode_attention = decoding_attn_implementation(recipe.model.attn_implementation)
         if decode_attention:
@@ -413,6 +433,8 @@ class FinetuneRecipe:
                 "train_seconds": state.train_seconds, "train_tokens": state.tokens,
                 "tokens_per_second": state.tokens / max(state.train_seconds, 1e-9),
                 "peak_memory_mb": peak_memory_mb(), "world_size": self.accelerator.num_processes,
+                "compiled": self.compiled,
+                "bf16_matmuls": ("fp32 kernels" if self.fp32_matmuls else "native") if recipe.run.bf16 else None,
             })
             write_run_files(self.output_dir, recipe, metrics, self.task.metadata)
             if self.trackers:

@@ -25,9 +25,16 @@ def resolve_bf16(choice: bool | str, device: str | torch.device | None = None) -
     if choice == "auto":
         return native
     if choice and not native:
-        warnings.warn(f"run.bf16=true on a machine without native bf16 ({summary(describe())}): its bf16 matrix "
-                      "products are emulated and several times slower than fp32 (docs/training.md, Speed); "
-                      "run.bf16=auto picks fp32 here", UserWarning, stacklevel=2)
+        from .bf16_gemm import ENV_VAR, wanted
+
+        if wanted(True, device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu")):
+            print(f"[train] bf16 on a machine without native bf16 ({summary(describe())}): every bf16 matrix "
+                  "product runs through an fp32 kernel and is rounded to bf16 once (peftlab.train.bf16_gemm; "
+                  f"about 1.2x an fp32 step here; {ENV_VAR}=native for torch's emulated kernels)")
+        else:
+            warnings.warn(f"run.bf16=true on a machine without native bf16 ({summary(describe())}): its bf16 matrix "
+                          "products are emulated and many times slower than fp32 (docs/training.md, Speed); "
+                          "run.bf16=auto picks fp32 here", UserWarning, stacklevel=2)
     return bool(choice)
 
 

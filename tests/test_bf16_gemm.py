@@ -1,0 +1,152 @@
+"""bf16 matrix products through fp32 kernels (peftlab.train.bf16_gemm), for CPUs that only emulate bf16.
+
+Checklist: the mode reroutes exactly the bf16 products (forward and backward) and leaves every other op alone; its
+results are bf16 and equal torch's own bf16 products to bf16 rounding; a training step under it gives the loss and
+gradients of the plain bf16 step; `wanted` follows the machine and PEFTLAB_BF16_MATMULS; `peftlab train` enters it
+for a bf16 run on such a CPU, skips compile there and records both in metrics.json. (Its speed is a benchmark:
+benchmarks/bench_train.py, variant peftlab_bf16_bf16w_fp32gemm.)"""
+from __future__ import annotations
+
+import json
+import warnings
+
+import pytest
+import torch
+from conftest import DEVICE, make_batch, make_tiny
+
+import peftlab.hardware as hardware
+from peftlab import ConfigError, LoraConfig, get_peft_model
+from peftlab.cli import main
+from peftlab.train.bf16_gemm import Fp32MatmulsForBf16, fp32_matmuls_for_bf16, matmul_choice, wanted
+from peftlab.train.speed import cast_frozen_weights
+from peftlab.train.tasks import TargetOnlyCausalLMLoss
+
+pytestmark = pytest.mark.skipif(DEVICE.type != "cpu", reason="a CPU mode: the GPU keeps its own bf16 kernels")
+
+
+def _bf16(*shape: int, seed: int) -> torch.Tensor:
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed)).bfloat16()
+
+
+@pytest.mark.parametrize("op", ["mm", "addmm", "bmm", "baddbmm", "linear", "matmul-3d"])
+def test_each_bf16_product_is_rerouted_and_equals_torchs_to_bf16_rounding(op):
+    a, b, c = _bf16(4, 24, 40, seed=0), _bf16(4, 40, 16, seed=1), _bf16(4, 24, 16, seed=2)
+    calls = {
+        "mm": lambda: torch.mm(a[0], b[0]),
+        "addmm": lambda: torch.addmm(c[0], a[0], b[0]),
+        "bmm": lambda: torch.bmm(a, b),
+        "baddbmm": lambda: torch.baddbmm(c, a, b),
+        "linear": lambda: torch.nn.functional.linear(a[0], b[0].t(), c[0, 0]),
+        "matmul-3d": lambda: a @ b,
+    }
+    expected = calls[op]()
+    with fp32_matmuls_for_bf16() as mode:
+        got = calls[op]()
+    assert sum(mode.counts.values()) >= 1
+    assert got.dtype == torch.bfloat16 and got.shape == expected.shape
+    # one rounding of an fp32 sum: equal to the native/emulated bf16 kernel within a bf16 ulp or two
+    torch.testing.assert_close(got.float(), expected.float(), rtol=2 ** -7, atol=2 ** -7)
+    exact = {  # the exact product in float64, rounded to bf16 once
+        "mm": lambda: a[0].double() @ b[0].double(),
+        "addmm": lambda: c[0].double() + a[0].double() @ b[0].double(),
+        "bmm": lambda: a.double() @ b.double(), "baddbmm": lambda: c.double() + a.double() @ b.double(),
+        "linear": lambda: a[0].double() @ b[0].double() + c[0, 0].double(),
+        "matmul-3d": lambda: a.double() @ b.double()}[op]().bfloat16()
+    torch.testing.assert_close(got.float(), exact.float(), rtol=2 ** -8, atol=1e-6)
+
+
+def test_fp32_and_mixed_ops_are_left_alone():
+    x, w = torch.randn(8, 16), torch.randn(16, 4)
+    with fp32_matmuls_for_bf16() as mode:
+        y = x @ w
+        z = torch.softmax(y, -1).bfloat16() + 1  # elementwise bf16 ops: not products, not rerouted
+    assert sum(mode.counts.values()) == 0
+    assert torch.equal(y, x @ w) and z.dtype == torch.bfloat16
+
+
+def test_disabled_is_a_no_op():
+    with fp32_matmuls_for_bf16(False) as mode:
+        assert mode is None
+        assert torch._C._len_torch_dispatch_stack() == 0  # nothing entered: plain torch below
+        out = _bf16(3, 5, seed=0) @ _bf16(5, 2, seed=1)
+    assert out.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_a_bf16_training_step_has_the_plain_bf16_loss_and_gradients(arch):
+    """Forward and backward under bf16 autocast with bf16 frozen weights, eager attention (peftlab's CPU training
+    kernel): the mode's step equals torch's bf16 step to bf16 rounding, and it reroutes backward products too."""
+    results = []
+    for rerouted in (False, True):
+        model = make_tiny(arch)
+        model.config._attn_implementation = "eager"
+        model = get_peft_model(model, LoraConfig(r=4, init_weights=False))
+        cast_frozen_weights(model, torch.bfloat16)
+        loss_module = TargetOnlyCausalLMLoss(model)
+        with fp32_matmuls_for_bf16(rerouted) as mode:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                loss = loss_module(**make_batch(arch))
+            forward_products = sum(mode.counts.values()) if mode else 0
+            loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+        results.append((loss.item(), grads, forward_products, sum(mode.counts.values()) if mode else 0))
+    (loss0, grads0, _, _), (loss1, grads1, forward, total) = results
+    assert forward > 0 and total > forward  # the backward's products went through the mode as well
+    assert loss1 == pytest.approx(loss0, rel=1e-2)
+    assert grads0.keys() == grads1.keys() and grads0
+    for name in grads0:
+        assert grads1[name].dtype == torch.float32  # fp32 trainable tensors keep fp32 gradients
+        err = (grads1[name] - grads0[name]).norm() / grads0[name].norm().clamp_min(1e-12)
+        assert err < 5e-2, (name, float(err))
+
+
+def test_wanted_follows_the_machine_and_the_environment(monkeypatch):
+    monkeypatch.delenv("PEFTLAB_BF16_MATMULS", raising=False)
+    assert matmul_choice() == "auto"
+    for native in (False, True):
+        monkeypatch.setattr(hardware, "bf16_matmul_native", lambda device=None, native=native: native)
+        assert wanted(True, "cpu") is (not native)
+        assert wanted(False, "cpu") is False
+        assert wanted(True, "cuda") is False  # a GPU keeps its own kernels
+    monkeypatch.setenv("PEFTLAB_BF16_MATMULS", "fp32")
+    assert wanted(True, "cpu") is True  # native machine, forced (to compare with its own kernels)
+    monkeypatch.setenv("PEFTLAB_BF16_MATMULS", "native")
+    monkeypatch.setattr(hardware, "bf16_matmul_native", lambda device=None: False)
+    assert wanted(True, "cpu") is False
+    monkeypatch.setenv("PEFTLAB_BF16_MATMULS", "fast")
+    with pytest.raises(ConfigError, match="PEFTLAB_BF16_MATMULS='fast'.*auto, fp32, native"):
+        wanted(True, "cpu")
+
+
+def test_train_enters_the_mode_skips_compile_and_records_both(tmp_path, shared_data, monkeypatch):
+    """A bf16 run where the mode is wanted: every product of training, dev evaluation and the final evaluation goes
+    through it, run.compile is skipped with a warning, and metrics.json says ``compiled: false``,
+    ``bf16_matmuls: fp32 kernels``."""
+    monkeypatch.setenv("PEFTLAB_BF16_MATMULS", "fp32")
+    entered: list[Fp32MatmulsForBf16] = []
+    original = Fp32MatmulsForBf16.__enter__
+
+    def enter(self):
+        entered.append(self)
+        return original(self)
+
+    monkeypatch.setattr(Fp32MatmulsForBf16, "__enter__", enter)
+    run = tmp_path / "run"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code = main(["train", "glue", "--task", "sst2", "--model", "minilm-l6", "--method", "lora", "--max-steps", "2",
+                     "--train-limit", "16", "--eval-limit", "8", "--output-dir", str(run), "--data-dir",
+                     str(shared_data), "--no-progress", "optim.batch_size=8", "run.bf16=true", "run.compile=true",
+                     "run.report_to=none"])
+    assert code == 0
+    assert len(entered) == 1 and entered[0].counts["mm.default"] + entered[0].counts["addmm.default"] > 0
+    assert any("run.compile is skipped" in str(w.message) for w in caught)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["compiled"] is False and metrics["bf16_matmuls"] == "fp32 kernels"
+    monkeypatch.setenv("PEFTLAB_BF16_MATMULS", "native")  # the same run with torch's kernels: no mode, no skip
+    entered.clear()
+    code = main(["train", "glue", "--task", "sst2", "--model", "minilm-l6", "--method", "lora", "--max-steps", "1",
+                 "--train-limit", "8", "--eval-limit", "8", "--output-dir", str(tmp_path / "native"), "--data-dir",
+                 str(shared_data), "--no-progress", "optim.batch_size=8", "run.bf16=true", "run.report_to=none"])
+    assert code == 0 and not entered
+    assert json.loads((tmp_path / "native" / "metrics.json").read_text())["bf16_matmuls"] == "native"
