@@ -104,8 +104,10 @@ def test_unknown_method_lists_valid_ones(tmp_path, shared_data, capsys):
 def _check_run(run: Path, keys: set[str]) -> dict:
     metrics = json.loads((run / "metrics.json").read_text())
     assert keys <= set(metrics)
-    assert {"trainable_params", "train_seconds", "tokens_per_second", "peak_memory_mb"} <= set(metrics)
+    assert {"trainable_params", "train_seconds", "final_eval_seconds", "tokens_per_second", "peak_memory_mb",
+            "compiled"} <= set(metrics)
     assert metrics["trainable_params"] > 0 and metrics["tokens_per_second"] > 0
+    assert metrics["final_eval_seconds"] > 0  # the test set's decoding (E2E) or prediction (GLUE), and scoring
     assert (run / "predictions.txt").is_file() and (run / "config.yaml").is_file()
     meta = json.loads((run / "meta.json").read_text())
     assert meta["seed"] == 0 and meta["versions"]["torch"].startswith("2.13")

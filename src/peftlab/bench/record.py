@@ -94,6 +94,7 @@ def harvest(spec: RunSpec, run_dir: Path, recipe: dict[str, Any]) -> dict[str, A
         "lr": (config.get("optim") or {}).get("lr"), "lr_grid_value": spec.lr, **extension,
         "metrics": metrics, "dev": best, "selection": selection,
         "train_seconds": metrics_all.get("train_seconds"), "tokens_per_second": metrics_all.get("tokens_per_second"),
+        "final_eval_seconds": metrics_all.get("final_eval_seconds"),
         "peak_memory_mb": metrics_all.get("peak_memory_mb"), "compile": spec.compile,
         "compiled": metrics_all.get("compiled"), "bf16_matmuls": metrics_all.get("bf16_matmuls"),
         "curves": curves(run.log, dev_key),

@@ -424,13 +424,16 @@ class FinetuneRecipe:
         metrics: dict[str, Any] = {}
         if self.main:
             peft_model.save_pretrained(self.output_dir / "adapter")
+            started = time.perf_counter()
             metrics = self.task.final_eval(peft_model, self.tokenizer, self.output_dir, progress=self.progress)
+            final_eval_seconds = time.perf_counter() - started  # E2E: decoding the test MRs, and scoring them
             metrics.update({
                 "method": recipe.method, "task": recipe.task if recipe.task == "e2e" else self.task.spec.name,
                 "trainable_params": self.trainable, "total_params": self.total, "steps": state.step,
                 "best_step": state.best["step"] if state.best else None,
                 "best_dev": {k: v for k, v in (state.best or {}).items() if k not in ("selection", "step")},
-                "train_seconds": state.train_seconds, "train_tokens": state.tokens,
+                "train_seconds": state.train_seconds, "final_eval_seconds": final_eval_seconds,
+                "train_tokens": state.tokens,
                 "tokens_per_second": state.tokens / max(state.train_seconds, 1e-9),
                 "peak_memory_mb": peak_memory_mb(), "world_size": self.accelerator.num_processes,
                 "compiled": self.compiled,
