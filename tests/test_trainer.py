@@ -172,3 +172,25 @@ def test_trl_sft_trainer_trains_a_peftlab_model(tmp_path):
     assert any(not torch.equal(before[k], after[k]) for k in before if not k.endswith(".step"))
     losses = [rec["loss"] for rec in trainer.state.log_history if "loss" in rec]
     assert losses and all(torch.isfinite(torch.tensor(x)) for x in losses)
+
+
+def test_peftlab_trainer_bf16_on_an_emulating_cpu_takes_fp32_kernels(tmp_path, monkeypatch):
+    """``bf16=True`` where bf16 is only emulated: training and prediction steps run in the mode that computes bf16
+    products with fp32 kernels (peftlab.train.bf16_gemm), and the run trains; with the mode off, nothing enters it."""
+    from peftlab.train.bf16_gemm import Fp32MatmulsForBf16
+
+    entered: list[Fp32MatmulsForBf16] = []
+    original = Fp32MatmulsForBf16.__enter__
+    monkeypatch.setattr(Fp32MatmulsForBf16, "__enter__", lambda self: entered.append(self) or original(self))
+    for choice, expect in (("fp32", True), ("native", False)):
+        monkeypatch.setenv("PEFTLAB_BF16_MATMULS", choice)
+        entered.clear()
+        pm = peftlab.get_peft_model(make_tiny("gpt2"), peftlab.LoraConfig(r=4, target_modules=["c_attn"]))
+        trainer = PeftlabTrainer(model=pm, args=args(tmp_path / choice, bf16=True, max_steps=2),
+                                 train_dataset=lm_rows(8), eval_dataset=lm_rows(4, seed=1))
+        result = trainer.train()
+        loss = trainer.evaluate()["eval_loss"]
+        assert result.global_step == 2 and torch.isfinite(torch.tensor([result.training_loss, loss])).all()
+        assert bool(entered) is expect
+        if expect:  # two training steps, one prediction step (4 rows of batch 8), each rerouting products
+            assert len(entered) == 3 and all(sum(mode.counts.values()) > 0 for mode in entered)
