@@ -447,6 +447,17 @@ def test_hardware_section_counts_the_machines_of_the_lines(tmp_path, suite):
     assert "bf16 lines by the kernels" not in hw  # these lines name no bf16 recipe
 
 
+def test_train_time_of_an_arm_whose_seeds_ran_on_different_machines_is_marked(tmp_path, suite):
+    avx2 = {"cpu": "AMD EPYC", "cpu_capability": "AVX2", "cpu_bf16_native": False, "cpus": 2, "cuda": None}
+    records = seeds("e2e-mini", "e2e", "lora", [0.6]) + [line("e2e-mini", "e2e", "lora", 1, e2e_metrics(0.61),
+                                                                hardware=avx2, bf16_matmuls="fp32 kernels")]
+    records += seeds("e2e-mini", "e2e", "solo", [0.6, 0.61])  # one machine (not recorded) for both seeds
+    table = section(render(tmp_path, suite, records)[0], "## Protocol `e2e-mini`")
+    rows = {r.split("|")[1].strip(): r for r in table.splitlines() if r.startswith("| ")}
+    assert "100*" in rows["lora"] and "100*" not in rows["solo"]
+    assert "train s*: that arm's seeds ran on different machines" in table
+
+
 def test_hardware_section_counts_bf16_lines_by_their_kernels_and_compile(tmp_path):
     path = tmp_path / "bf16-suite.yaml"
     path.write_text("version: 1\nprotocols:\n"

@@ -279,6 +279,7 @@ def _arm_table(res: Results, protocol: str, task: str) -> list[str]:
         [f"best dev {'loss' if task == 'e2e' else dev_key}", "lr", "train s", "peak MB"] + \
         (["final t"] if solo_t else [])
     rows = []
+    mixed = False
     for arm in arms:
         group = res.get(protocol, task, arm)
         trainable = res.field(protocol, task, arm, "trainable_params").mean
@@ -290,6 +291,9 @@ def _arm_table(res: Results, protocol: str, task: str) -> list[str]:
         row.append(stat(sub(r, "dev").get(dev_key) for r in group).text(with_n=False))
         row.append(", ".join(dict.fromkeys(_lr(r.get("lr")) for r in group if r.get("lr") is not None)) or "—")
         row += [_int(res.field(protocol, task, arm, k).mean) for k in ("train_seconds", "peak_memory_mb")]
+        if len({_machine(r) for r in group}) > 1:
+            row[-2] += "*"
+            mixed = True
         if solo_t:
             row.append(stat(_last(curve(r, "solo_t")) for r in group).text(with_n=False))
         rows.append(row)
@@ -297,6 +301,10 @@ def _arm_table(res: Results, protocol: str, task: str) -> list[str]:
              "headline first" + ("; BLEU, METEOR and ROUGE_L are fractions in [0, 1]." if task == "e2e" else ".")]
     if solo_t:
         notes.append("final t: Solo's homotopy coefficient at the last logged step (1 = the full connection).")
+    if mixed:
+        notes.append("train s*: that arm's seeds ran on different machines (or kernels: native bf16, or bf16 "
+                     "products through fp32 kernels), so its mean time mixes them; compare times within one machine "
+                     "(Hardware and versions).")
     return _table(header, rows) + notes + _floor_check(res, protocol, task, arms, names) + \
         _spikes(res, protocol, task, arms) + _untrained(res, protocol, task, arms) + [""]
 
@@ -715,6 +723,14 @@ def _plot_gates(res: Results, plt: Any) -> tuple[Any, str] | None:
 
 
 # ---------------------------------------------------------------------------------------------------------- hardware
+def _machine(record: dict[str, Any]) -> tuple[str | None, str | None]:
+    """The machine that finished a run and the kernels of its bf16 products (None where not recorded)."""
+    from ..hardware import summary as hardware_summary
+
+    hardware = record.get("hardware")
+    return (hardware_summary(hardware) if isinstance(hardware, dict) else None, record.get("bf16_matmuls"))
+
+
 def _hardware(current: dict[str, dict[str, Any]]) -> list[str]:
     try:
         import torch
