@@ -2,8 +2,9 @@
 # Run the whole quality suite in the order that makes a partial suite most informative (below). Each lr grid is
 # checked at the full budget (lr-check-*: glue-mini's and e2e-mini's seed-0 runs are their lr-step=0 runs).
 # Resumable: stop it any time (the run in progress resumes from its last checkpoint), start it again, and it only
-# runs what is missing. Never run two trainings at once on a 2-core machine. A run whose result line was made with another recipe than the suite now
-# gives it (stale: an lr the grid no longer chooses) is run again; its old line stays in the file as history.
+# runs what is missing. Never run two trainings at once on a 2-core machine. A run whose result line was made with
+# another recipe than the suite now gives it (stale: an lr the grid no longer chooses) is run again; its old line
+# stays in the file as history.
 #   bash benchmarks/quality/run_all.sh            (from the repo root, after scripts/setup.sh)
 # To train from a frozen checkout while developing in another (results and run folders kept in the main one):
 #   git worktree add ../suite-wt HEAD && cd ../suite-wt && PEFTLAB_PYTHON=../main/.venv/bin/python \

@@ -738,8 +738,6 @@ def _hardware(current: dict[str, dict[str, Any]]) -> list[str]:
         threads = str(torch.get_num_threads())
     except Exception:  # torch missing or broken: the page still renders
         threads = "?"
-    from ..hardware import summary as hardware_summary
-
     records = [current[k] for k in sorted(current)]
     versions = Counter(json.dumps(r["versions"], sort_keys=True) for r in records
                        if isinstance(r.get("versions"), dict))
@@ -749,8 +747,7 @@ def _hardware(current: dict[str, dict[str, Any]]) -> list[str]:
           f"; {os.cpu_count()} CPUs; torch threads {threads}.", "",
           "Versions recorded in the result lines (lines):", ""]
     md += [f"- `{v}` ({n})" for v, n in sorted(versions.items())] or ["- none recorded"]
-    machines = Counter(hardware_summary(r["hardware"]) if isinstance(r.get("hardware"), dict) else None
-                       for r in records if not r.get("baseline"))
+    machines = Counter(_machine(r)[0] for r in records if not r.get("baseline"))
     md += ["", "Machines that finished the runs (lines; recorded since 2026-12-07, the lines before name none):", ""]
     md += [f"- {m or 'not recorded'} ({n})"
            for m, n in sorted(machines.items(), key=lambda kv: (kv[0] is None, kv[0] or ""))]

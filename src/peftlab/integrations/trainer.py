@@ -116,10 +116,12 @@ class PeftlabTrainer(Trainer):
                                "(use transformers.Trainer for a plain model)")
         if not any(isinstance(cb, PeftlabCallback) for cb in self.callback_handler.callbacks):
             self.add_callback(PeftlabCallback())
+        # decided once (it reads the CPU's flags), not at every step
+        self._fp32_matmuls = bf16_gemm.wanted(bool(self.args.bf16), self.args.device)
 
     def _matmul_mode(self):
         """bf16 matrix products through fp32 kernels where ``args.bf16`` runs on a CPU that only emulates bf16."""
-        return bf16_gemm.fp32_matmuls_for_bf16(bf16_gemm.wanted(bool(self.args.bf16), self.args.device))
+        return bf16_gemm.fp32_matmuls_for_bf16(self._fp32_matmuls)
 
     def training_step(self, *args: Any, **kwargs: Any):
         with self._matmul_mode():
