@@ -18,7 +18,9 @@ peftlab variants use peftlab's target-only loss (logits only where labels are); 
 ``hf-prefix``, ``hf-ia3``, peft 0.21) use the model's own loss, as a peft user's loop does, and are compared with
 the base forward of that same loss (``base_forward_full_logits_s``). ``+compile`` variants compile every block
 (``run.compile``); ``+fused`` variants step AdamW with its fused kernel (``optim.fused``, ``peftlab train``'s
-default) instead of the per-tensor loop the others use; a variant that cannot run (for example compile for a method that does not support it) is kept in
+default) instead of the per-tensor loop the others use; the base model's dropout layers use peftlab's cheaper CPU
+masks, as ``peftlab train`` does (``model.fast_dropout``), except in ``+torch-dropout`` variants, which keep
+transformers' ``nn.Dropout``; a variant that cannot run (for example compile for a method that does not support it) is kept in
 the table as failed, with the error.
 
     .venv/bin/python benchmarks/bench_methods.py [--models smollm2-135m gpt2-small-random] [--variants lora solo ...]
@@ -62,7 +64,8 @@ SUITE_ARGS: dict[str, tuple[str, dict[str, Any]]] = {  # variant -> (method, met
 PEERS = ("hf-lora", "hf-prefix", "hf-ia3")
 COMPILED = tuple(f"{name}+compile" for name in ("lora", "solo", "kernel-mix", "prefix", "gated-prefix"))
 FUSED = tuple(f"{name}+fused" for name in SUITE_ARGS)  # AdamW's fused kernel (optim.fused) instead of its loop
-VARIANTS = (*SUITE_ARGS, *COMPILED, *FUSED, *PEERS)
+TORCH_DROPOUT = tuple(f"{name}+torch-dropout" for name in SUITE_ARGS)  # the base model's nn.Dropout left as built
+VARIANTS = (*SUITE_ARGS, *COMPILED, *FUSED, *TORCH_DROPOUT, *PEERS)
 DEFAULT_VARIANTS = (*SUITE_ARGS, "lora+compile", "prefix+compile", *PEERS)
 
 
@@ -147,10 +150,12 @@ def _method_args(variant: str, model) -> tuple[str, dict[str, Any]]:
 def peftlab_loop(variant: str, model, dtype: torch.dtype) -> Loop:
     from peftlab import get_peft_model
     from peftlab.train.methods import build_method_config
-    from peftlab.train.speed import cast_frozen_weights, compile_blocks
+    from peftlab.train.speed import cast_frozen_weights, compile_blocks, fast_base_dropout
     from peftlab.train.tasks import TargetOnlyCausalLMLoss
 
     method, args = _method_args(variant, model)
+    if "torch-dropout" not in variant.split("+")[1:]:
+        fast_base_dropout(model)  # as `peftlab train` does (model.fast_dropout)
     peft_model = get_peft_model(model, build_method_config(method, args, "CAUSAL_LM"))
     if dtype != torch.float32:
         cast_frozen_weights(peft_model, dtype)

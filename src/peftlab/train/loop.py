@@ -48,8 +48,8 @@ from .checkpoint import (BEST_FILE, TrainState, adapter_snapshot, checkpoint_ste
 from .methods import build_method_config
 from .recipe import Recipe
 from .rundir import peak_memory_mb, prepare_run_dir, truncate_log, undo_run_dir, write_run_files
-from .speed import (cast_frozen_weights, compile_blocks, decoding_attn_implementation, refuse_uncompilable,
-                    fused_adamw_supported, resolve_attn_implementation, resolve_bf16,
+from .speed import (cast_frozen_weights, compile_blocks, decoding_attn_implementation, fast_base_dropout,
+                    fused_adamw_supported, refuse_uncompilable, resolve_attn_implementation, resolve_bf16,
                     set_adamw_implementation, uncompile_blocks)
 from .tasks import TASK_TYPES, make_task
 from .trackers import PROJECT_NAME, flatten_scalars, hparams, resolve_trackers, tracker_dir
@@ -224,6 +224,8 @@ class FinetuneRecipe:
             for module in model.modules():
                 if isinstance(module, torch.nn.Dropout):
                     module.p = 0.0
+        elif recipe.model.fast_dropout:
+            fast_base_dropout(model)
         if getattr(model.config, "pad_token_id", None) is None and self.tokenizer.pad_token_id is not None:
             model.config.pad_token_id = self.tokenizer.pad_token_id
         if not recipe.model.train_pooler and self.peft_config.modules_to_save is None \

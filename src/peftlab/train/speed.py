@@ -1,4 +1,5 @@
-"""Speed options of the training loop: the attention kernel, bf16 frozen weights, and torch.compile of the blocks.
+"""Speed options of the training loop: the attention kernel, bf16 frozen weights, the base model's dropout masks, and
+torch.compile of the blocks.
 Measured in ``benchmarks/bench_train.py``; see docs/training.md (Speed)."""
 from __future__ import annotations
 
@@ -99,6 +100,28 @@ def cast_frozen_weights(peft_model, dtype: torch.dtype) -> int:
     if dtype != torch.float32:
         contiguous_head_input(peft_model)
     return cast
+
+
+def fast_base_dropout(model: torch.nn.Module) -> int:
+    """Replace every plain ``nn.Dropout`` of ``model`` (with ``p > 0``, not in place) by peftlab's
+    :class:`~peftlab.tuners.dropout.Dropout`: the same ``p`` and train/eval behaviour, but on the CPU its mask comes
+    from four 16-bit uniforms per 64-bit random draw instead of one ``bernoulli_`` draw per element (``p`` rounded to
+    a multiple of 1/65536, the kept values rescaled so the expectation is exact); other devices use ``F.dropout``.
+    With torch's masks a GPT-2-small-shaped PEFT step took 2-6 % longer on the CPU (fp32;
+    ``benchmarks/bench_methods.py``, ``+torch-dropout`` variants). A module whose ``p`` transformers only reads (an attention function's functional
+    dropout of the attention probabilities) keeps that ``p`` and that path. Subclasses of ``nn.Dropout`` are left
+    alone. Call it on the base model, before adapters are added. Returns the number of modules replaced."""
+    from ..tuners.dropout import Dropout
+
+    replaced = 0
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is torch.nn.Dropout and not child.inplace and child.p > 0:
+                fast = Dropout(child.p)
+                fast.train(child.training)
+                setattr(parent, name, fast)
+                replaced += 1
+    return replaced
 
 
 def compile_blocks(peft_model) -> int:
