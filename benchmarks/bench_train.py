@@ -89,7 +89,7 @@ def hf_peft_setup():
 
 
 def peftlab_setup(bf16: bool, base_dtype: str = "float32", attn: str = "sdpa", compile_blocks: bool = False,
-                  inductor: dict | None = None, fp32_gemm: bool = False):
+                  inductor: dict | None = None, fp32_gemm: bool = False, weight_copies: bool = False):
     from peftlab import LoraConfig, get_peft_model
     from peftlab.train.speed import compile_blocks as compile_model_blocks
     from peftlab.train.tasks import TargetOnlyCausalLMLoss
@@ -103,10 +103,13 @@ def peftlab_setup(bf16: bool, base_dtype: str = "float32", attn: str = "sdpa", c
     loss_module = TargetOnlyCausalLMLoss(model)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-4)
 
-    from peftlab.train.bf16_gemm import fp32_matmuls_for_bf16
+    from peftlab.train.bf16_gemm import FrozenFp32Copies, fp32_matmuls_for_bf16
+
+    # the frozen bf16 weights read from fp32 copies instead of upcast at every product (as `peftlab train` does)
+    copies = FrozenFp32Copies(p for p in model.parameters() if not p.requires_grad) if weight_copies else None
 
     def step(batch):
-        with fp32_matmuls_for_bf16(fp32_gemm):  # bf16 products through fp32 kernels (peftlab.train.bf16_gemm)
+        with fp32_matmuls_for_bf16(fp32_gemm, copies):  # bf16 products through fp32 kernels (peftlab.train.bf16_gemm)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                 loss = loss_module(**batch)
             loss.backward()
@@ -142,9 +145,13 @@ VARIANTS = {
     "peftlab_bf16_bf16w_compiled_packed2": (peftlab_setup, dict(bf16=True, base_dtype="bfloat16", attn="eager",
                                                                 compile_blocks=True)),
     # bf16 (autocast, bf16 frozen weights) with every bf16 matrix product computed by an fp32 kernel and rounded to
-    # bf16 once: what `peftlab train --bf16` runs on a CPU that only emulates bf16 (peftlab.train.bf16_gemm)
+    # bf16 once (peftlab.train.bf16_gemm), each frozen weight upcast at every product
     "peftlab_bf16_bf16w_fp32gemm": (peftlab_setup, dict(bf16=True, base_dtype="bfloat16", attn="eager",
                                                         fp32_gemm=True)),
+    # the same with the frozen weights' fp32 copies (FrozenFp32Copies): what `peftlab train --bf16` runs on a CPU
+    # that only emulates bf16
+    "peftlab_bf16_bf16w_fp32gemm_copies": (peftlab_setup, dict(bf16=True, base_dtype="bfloat16", attn="eager",
+                                                               fp32_gemm=True, weight_copies=True)),
     # the fp32 path `peftlab train` takes where bf16 is only emulated (run.bf16=auto on an AVX2 CPU)
     "peftlab_fp32_eager": (peftlab_setup, dict(bf16=False, attn="eager")),
     "peftlab_fp32_compiled": (peftlab_setup, dict(bf16=False, attn="eager", compile_blocks=True)),

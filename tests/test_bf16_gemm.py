@@ -17,7 +17,8 @@ from conftest import DEVICE, make_batch, make_tiny
 import peftlab.hardware as hardware
 from peftlab import ConfigError, LoraConfig, get_peft_model
 from peftlab.cli import main
-from peftlab.train.bf16_gemm import Fp32MatmulsForBf16, fp32_matmuls_for_bf16, matmul_choice, wanted
+from peftlab.train.bf16_gemm import (FrozenFp32Copies, Fp32MatmulsForBf16, fp32_matmuls_for_bf16, matmul_choice,
+                                     wanted)
 from peftlab.train.speed import cast_frozen_weights
 from peftlab.train.tasks import TargetOnlyCausalLMLoss
 
@@ -98,6 +99,68 @@ def test_a_bf16_training_step_has_the_plain_bf16_loss_and_gradients(arch):
         assert grads1[name].dtype == torch.float32  # fp32 trainable tensors keep fp32 gradients
         err = (grads1[name] - grads0[name]).norm() / grads0[name].norm().clamp_min(1e-12)
         assert err < 5e-2, (name, float(err))
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_frozen_fp32_copies_give_the_same_bits_as_upcasting_every_product(arch):
+    """A training step (forward, backward) and a greedy decoding with the frozen weights read from their fp32 copies:
+    the same loss, gradients and tokens, bit for bit, as upcasting them at every product; the copies serve the
+    weights' products (forward, input gradient, the tied LM head) and nothing trainable is registered."""
+    results = []
+    for cached in (False, True):
+        model = make_tiny(arch)
+        model.config._attn_implementation = "eager"
+        model = get_peft_model(model, LoraConfig(r=4, init_weights=False))
+        cast_frozen_weights(model, torch.bfloat16)
+        copies = FrozenFp32Copies(p for p in model.parameters() if not p.requires_grad) if cached else None
+        if cached:
+            frozen_2d = [p for p in model.parameters() if not p.requires_grad and p.dim() == 2]
+            assert len(copies) == len({p.untyped_storage().data_ptr() for p in frozen_2d}) > 0
+        loss_module = TargetOnlyCausalLMLoss(model)
+        batch = make_batch(arch)
+        with fp32_matmuls_for_bf16(True, copies) as mode:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                loss = loss_module(**batch)
+            loss.backward()
+            model.eval()
+            with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+                tokens = model.generate(input_ids=batch["input_ids"][:, :4], attention_mask=batch["attention_mask"][:, :4],
+                                        max_new_tokens=5, do_sample=False)
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+        results.append((loss.detach(), grads, tokens, mode.counts["cached operands"]))
+        if cached:  # a copy for each weight read, none for the rest
+            assert 0 < copies.nbytes <= sum(p.numel() * 4 for p in frozen_2d)
+    (loss0, grads0, tokens0, hits0), (loss1, grads1, tokens1, hits1) = results
+    assert hits0 == 0 and hits1 > 0
+    assert torch.equal(loss0, loss1)
+    assert grads0.keys() == grads1.keys()
+    for name in grads0:
+        assert torch.equal(grads0[name], grads1[name]), name
+    assert torch.equal(tokens0, tokens1)
+
+
+def test_frozen_fp32_copies_follow_in_place_changes_and_refuse_what_they_cannot_serve():
+    def small_ints(*shape, seed):  # every product and sum exact in fp32 and bf16: results compare with equal
+        return torch.randint(-4, 5, shape, generator=torch.Generator().manual_seed(seed)).bfloat16()
+
+    weight = small_ints(6, 4, seed=0)
+    trainable = small_ints(4, 3, seed=1).requires_grad_()
+    copies = FrozenFp32Copies([weight, trainable, small_ints(5, seed=2), weight[1:]])
+    assert len(copies) == 1  # only the frozen, 2-D, whole weight
+    x = small_ints(3, 6, seed=3)
+    with fp32_matmuls_for_bf16(True, copies) as mode:
+        first = x @ weight  # the weight as it is
+        transposed = weight.t() @ x.t()  # a transposed view: served from the same copy
+        sliced = x[:, :5] @ weight[:5]  # part of the weight: upcast, not served
+        with torch.no_grad():
+            weight.mul_(2)  # in place: the copy is made again
+        second = x @ weight
+    assert mode.counts["cached operands"] == 3
+    assert torch.equal(first, (x.double() @ weight.double() / 2).bfloat16())
+    assert torch.equal(transposed, first.t())
+    assert torch.equal(sliced, (x[:, :5].double() @ weight[:5].double() / 2).bfloat16())
+    assert torch.equal(second, (x.double() @ weight.double()).bfloat16())
+    assert copies.nbytes == weight.numel() * 4
 
 
 def test_wanted_follows_the_machine_and_the_environment(monkeypatch):

@@ -118,10 +118,13 @@ class PeftlabTrainer(Trainer):
             self.add_callback(PeftlabCallback())
         # decided once (it reads the CPU's flags), not at every step
         self._fp32_matmuls = bf16_gemm.wanted(bool(self.args.bf16), self.args.device)
+        # frozen bf16 weights (a model loaded in bf16) are read from fp32 copies instead of upcast at every product
+        self._fp32_copies = bf16_gemm.FrozenFp32Copies(
+            p for p in self.model.parameters() if not p.requires_grad) if self._fp32_matmuls else None
 
     def _matmul_mode(self):
         """bf16 matrix products through fp32 kernels where ``args.bf16`` runs on a CPU that only emulates bf16."""
-        return bf16_gemm.fp32_matmuls_for_bf16(self._fp32_matmuls)
+        return bf16_gemm.fp32_matmuls_for_bf16(self._fp32_matmuls, self._fp32_copies)
 
     def training_step(self, *args: Any, **kwargs: Any):
         with self._matmul_mode():

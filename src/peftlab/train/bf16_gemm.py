@@ -9,6 +9,11 @@ bf16 value to fp32 is exact), multiplies in fp32 and rounds the result to bf16 o
 kernel's up to the order of the fp32 sums, which also differs between native kernels (AVX512-BF16 vs AMX); every
 other op (the elementwise and reduction ops, which AVX2 vectorizes in bf16 through fp32 anyway) runs as it would.
 
+Upcasting a frozen weight at every product (forward, backward, every decoding step) reads and writes the whole
+model each time; :class:`FrozenFp32Copies` keeps one fp32 copy of each registered frozen bf16 weight instead
+(exact, as the upcast is; renewed when the weight changes in place), which costs 4 bytes a frozen parameter of memory.
+``peftlab train`` and :class:`~peftlab.integrations.PeftlabTrainer` register the model's frozen weights.
+
 It is a :class:`~torch.utils._python_dispatch.TorchDispatchMode`, so it costs a Python call per aten op, and
 TorchDynamo does not trace under it: a ``run.compile`` model runs its blocks eagerly inside the mode (the loop
 skips compiling and says so, and its ``metrics.json`` records ``compiled: false``). ``PEFTLAB_BF16_MATMULS`` chooses
@@ -24,7 +29,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections import Counter
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -35,37 +40,98 @@ _aten = torch.ops.aten
 MATMUL_OPS = frozenset({_aten.mm.default, _aten.addmm.default, _aten.bmm.default, _aten.baddbmm.default})
 
 
-def _upcast(value: Any) -> Any:
-    if isinstance(value, torch.Tensor) and value.dtype == torch.bfloat16:
-        return value.float()
-    return value
+class FrozenFp32Copies:
+    """fp32 copies of frozen bf16 weights, for :class:`Fp32MatmulsForBf16` to use instead of upcasting them at every
+    product. A product operand is served from here when it is a registered weight or a transposed view of one that
+    starts where the weight starts, so it has the strides the upcast would give it (and the product the same bits);
+    anything else is upcast as before. A copy is made at the first product that reads the weight and made again
+    when the weight has changed in place since (its version counter); a weight replaced through ``.data`` is no
+    longer the registered storage and is upcast. Holding a registered weight keeps its storage alive, so its address
+    cannot be reused by another tensor."""
+
+    def __init__(self, tensors: Iterable[torch.Tensor] = ()) -> None:
+        self._entries: dict[int, list[Any]] = {}  # storage address -> [weight alias, fp32 copy or None, version]
+        self.add(tensors)
+
+    def add(self, tensors: Iterable[torch.Tensor]) -> int:
+        """Register every bf16 tensor of ``tensors`` that does not require grad, has 2 or more dims and is
+        contiguous from the start of its storage (a frozen weight). Returns how many were registered."""
+        added = 0
+        for tensor in tensors:
+            if (tensor.dtype != torch.bfloat16 or tensor.requires_grad or tensor.dim() < 2
+                    or not tensor.is_contiguous() or tensor.storage_offset() != 0):
+                continue
+            alias = tensor.detach()  # shares the storage and the version counter
+            self._entries[alias.untyped_storage().data_ptr()] = [alias, None, -1]
+            added += 1
+        return added
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the fp32 copies made so far."""
+        return sum(entry[1].numel() * 4 for entry in self._entries.values() if entry[1] is not None)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def lookup(self, value: torch.Tensor) -> torch.Tensor | None:
+        """The fp32 copy of ``value`` (a bf16 tensor) as a view with ``value``'s strides, or None."""
+        if not self._entries or value.storage_offset() != 0 or value.dim() != 2:
+            return None
+        entry = self._entries.get(value.untyped_storage().data_ptr())
+        if entry is None:
+            return None
+        alias, copy, version = entry
+        if value.numel() != alias.numel() or not (value.is_contiguous() or value.t().is_contiguous()):
+            return None
+        if copy is None or version != alias._version:
+            entry[1], entry[2] = alias.float(), alias._version
+            copy = entry[1]
+        return copy.as_strided(value.size(), value.stride())
 
 
 class Fp32MatmulsForBf16(TorchDispatchMode):
-    """Every matrix product with a bf16 operand computed in fp32 and rounded to bf16 once (see the module doc).
+    """Every matrix product with a bf16 operand computed in fp32 and rounded to bf16 once (see the module doc),
+    frozen weights registered in ``copies`` read from their fp32 copies.
 
-    ``counts`` tallies the products it rerouted, by op name, so a caller can check that it did something."""
+    ``counts`` tallies the products it rerouted, by op name, so a caller can check that it did something;
+    ``counts["cached operands"]`` the operands served from ``copies``."""
 
-    def __init__(self) -> None:
+    def __init__(self, copies: FrozenFp32Copies | None = None) -> None:
         super().__init__()
         self.counts: Counter[str] = Counter()
+        self.copies = copies
+
+    def _upcast(self, value: Any) -> Any:
+        if not (isinstance(value, torch.Tensor) and value.dtype == torch.bfloat16):
+            return value
+        cached = self.copies.lookup(value) if self.copies is not None else None
+        if cached is None:
+            return value.float()
+        self.counts["cached operands"] += 1
+        return cached
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if func in MATMUL_OPS and any(isinstance(a, torch.Tensor) and a.dtype == torch.bfloat16 for a in args):
             self.counts[func.__name__] += 1
-            out = func(*(_upcast(a) for a in args), **{k: _upcast(v) for k, v in kwargs.items()})
+            out = func(*(self._upcast(a) for a in args), **{k: self._upcast(v) for k, v in kwargs.items()})
             return out.to(torch.bfloat16)
         return func(*args, **kwargs)
 
 
 @contextlib.contextmanager
-def fp32_matmuls_for_bf16(enabled: bool = True) -> Iterator[Fp32MatmulsForBf16 | None]:
-    """Inside: :class:`Fp32MatmulsForBf16` when ``enabled`` (yields it), else nothing changes (yields None)."""
+def fp32_matmuls_for_bf16(enabled: bool = True,
+                          copies: FrozenFp32Copies | None = None) -> Iterator[Fp32MatmulsForBf16 | None]:
+    """Inside: :class:`Fp32MatmulsForBf16` when ``enabled`` (yields it), with the frozen weights' fp32 ``copies``
+    if given; else nothing changes (yields None)."""
     if not enabled:
         yield None
         return
-    with Fp32MatmulsForBf16() as mode:
+    with Fp32MatmulsForBf16(copies) as mode:
         yield mode
 
 

@@ -164,6 +164,8 @@ class FinetuneRecipe:
         self.main = self.accelerator.is_main_process
         # bf16 where the CPU only emulates it: every bf16 matrix product through an fp32 kernel (bf16_gemm)
         self.fp32_matmuls = bf16_gemm.wanted(bool(recipe.run.bf16), self.accelerator.device)
+        # the frozen bf16 weights' fp32 copies, registered once the model is built (no upcast at every product)
+        self.fp32_copies = bf16_gemm.FrozenFp32Copies() if self.fp32_matmuls else None
         self.compiled = False
         self.state = TrainState()
         self.best_state: dict[str, torch.Tensor] | None = None  # the best step's adapter snapshot
@@ -172,7 +174,7 @@ class FinetuneRecipe:
         """The context every step of the run goes in (:func:`train` enters it around set-up, training and the
         final evaluation): :func:`~peftlab.train.bf16_gemm.fp32_matmuls_for_bf16` where ``fp32_matmuls``, else
         nothing."""
-        return bf16_gemm.fp32_matmuls_for_bf16(self.fp32_matmuls)
+        return bf16_gemm.fp32_matmuls_for_bf16(self.fp32_matmuls, self.fp32_copies)
 
     # --- set-up ----------------------------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -234,6 +236,8 @@ class FinetuneRecipe:
         peft_model = get_peft_model(model, self.peft_config)
         if recipe.run.bf16 and recipe.run.bf16_frozen_weights:
             cast_frozen_weights(peft_model, torch.bfloat16)
+        if self.fp32_copies is not None:
+            self.fp32_copies.add(p for p in peft_model.parameters() if not p.requires_grad)
         if recipe.run.gradient_checkpointing:
             peft_model.gradient_checkpointing_enable()
         if recipe.run.compile and self.fp32_matmuls:
