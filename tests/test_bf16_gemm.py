@@ -155,11 +155,17 @@ def test_frozen_fp32_copies_follow_in_place_changes_and_refuse_what_they_cannot_
         with torch.no_grad():
             weight.mul_(2)  # in place: the copy is made again
         second = x @ weight
-    assert mode.counts["cached operands"] == 3
-    assert torch.equal(first, (x.double() @ weight.double() / 2).bfloat16())
+        doubled = weight.clone()
+        weight.data.sub_(weight.data)  # through .data: the version counter does not move, the copy is stale ...
+        stale = x @ weight
+        copies.drop_copies()  # ... until the copies are dropped
+        zero = x @ weight
+    assert mode.counts["cached operands"] == 5
+    assert torch.equal(stale, second) and not zero.any()
+    assert torch.equal(first, (x.double() @ doubled.double() / 2).bfloat16())
     assert torch.equal(transposed, first.t())
-    assert torch.equal(sliced, (x[:, :5].double() @ weight[:5].double() / 2).bfloat16())
-    assert torch.equal(second, (x.double() @ weight.double()).bfloat16())
+    assert torch.equal(sliced, (x[:, :5].double() @ doubled[:5].double() / 2).bfloat16())
+    assert torch.equal(second, (x.double() @ doubled.double()).bfloat16())
     assert copies.nbytes == weight.numel() * 4
 
 

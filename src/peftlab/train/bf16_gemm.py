@@ -46,7 +46,8 @@ class FrozenFp32Copies:
     starts where the weight starts, so it has the strides the upcast would give it (and the product the same bits);
     anything else is upcast as before. A copy is made at the first product that reads the weight and made again
     when the weight has changed in place since (its version counter); a weight replaced through ``.data`` is no
-    longer the registered storage and is upcast. Holding a registered weight keeps its storage alive, so its address
+    longer the registered storage and is upcast. An in-place change made through ``.data`` (``p.data.add_(...)``)
+    does not move the version counter (autograd does not see it either): after one, call :meth:`drop_copies`. Holding a registered weight keeps its storage alive, so its address
     cannot be reused by another tensor."""
 
     def __init__(self, tensors: Iterable[torch.Tensor] = ()) -> None:
@@ -75,7 +76,14 @@ class FrozenFp32Copies:
         return sum(entry[1].numel() * 4 for entry in self._entries.values() if entry[1] is not None)
 
     def clear(self) -> None:
+        """Forget every registered weight and its copy."""
         self._entries.clear()
+
+    def drop_copies(self) -> None:
+        """Keep the registrations, drop the copies: each is made again, from the weight as it is, at its next product
+        (after in-place changes that bypass the version counter, such as ``p.data.copy_(...)``)."""
+        for entry in self._entries.values():
+            entry[1], entry[2] = None, -1
 
     def lookup(self, value: torch.Tensor) -> torch.Tensor | None:
         """The fp32 copy of ``value`` (a bf16 tensor) as a view with ``value``'s strides, or None."""
