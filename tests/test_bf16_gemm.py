@@ -209,9 +209,17 @@ def test_train_enters_the_mode_skips_compile_and_records_both(tmp_path, shared_d
                      "run.report_to=none"])
     assert code == 0
     assert len(entered) == 1 and entered[0].counts["mm.default"] + entered[0].counts["addmm.default"] > 0
+    assert entered[0].counts["cached operands"] > 0  # the frozen weights read from their fp32 copies (default)
     assert any("run.compile is skipped" in str(w.message) for w in caught)
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["compiled"] is False and metrics["bf16_matmuls"] == "fp32 kernels"
+    entered.clear()  # run.bf16_weight_copies=false: the mode, every weight upcast at its products
+    code = main(["train", "glue", "--task", "sst2", "--model", "minilm-l6", "--method", "lora", "--max-steps", "1",
+                 "--train-limit", "8", "--eval-limit", "8", "--output-dir", str(tmp_path / "upcast"), "--data-dir",
+                 str(shared_data), "--no-progress", "optim.batch_size=8", "run.bf16=true", "run.report_to=none",
+                 "run.bf16_weight_copies=false"])
+    assert code == 0 and len(entered) == 1 and entered[0].counts["mm.default"] > 0
+    assert entered[0].counts["cached operands"] == 0
     monkeypatch.setenv("PEFTLAB_BF16_MATMULS", "native")  # the same run with torch's kernels: no mode, no skip
     entered.clear()
     code = main(["train", "glue", "--task", "sst2", "--model", "minilm-l6", "--method", "lora", "--max-steps", "1",

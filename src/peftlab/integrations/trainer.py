@@ -109,7 +109,10 @@ class PeftlabTrainer(Trainer):
     """``transformers.Trainer`` for peftlab models: adds :class:`PeftlabCallback`, keeps the wrapped model's input
     columns, and checkpoints adapters in peft's folder layout (the frozen base model is never written)."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, bf16_weight_copies: bool = True, **kwargs: Any) -> None:
+        """``Trainer``'s arguments, and ``bf16_weight_copies``: with ``args.bf16`` on a CPU that only emulates bf16,
+        read the frozen bf16 weights from fp32 copies made once (the same bits, faster, 4 more bytes a frozen
+        parameter) rather than upcast them at every product (recipe field ``run.bf16_weight_copies``)."""
         super().__init__(*args, **kwargs)
         if find_peft_model(self.model) is None:
             raise AdapterError(f"PeftlabTrainer trains a peftlab PeftModel; got {type(self.model).__name__} "
@@ -119,8 +122,9 @@ class PeftlabTrainer(Trainer):
         # decided once (it reads the CPU's flags), not at every step
         self._fp32_matmuls = bf16_gemm.wanted(bool(self.args.bf16), self.args.device)
         # frozen bf16 weights (a model loaded in bf16) are read from fp32 copies instead of upcast at every product
-        self._fp32_copies = bf16_gemm.FrozenFp32Copies(
-            p for p in self.model.parameters() if not p.requires_grad) if self._fp32_matmuls else None
+        self._fp32_copies = None
+        if self._fp32_matmuls and bf16_weight_copies:
+            self._fp32_copies = bf16_gemm.FrozenFp32Copies(p for p in self.model.parameters() if not p.requires_grad)
 
     def _matmul_mode(self):
         """bf16 matrix products through fp32 kernels where ``args.bf16`` runs on a CPU that only emulates bf16."""

@@ -165,7 +165,8 @@ class FinetuneRecipe:
         # bf16 where the CPU only emulates it: every bf16 matrix product through an fp32 kernel (bf16_gemm)
         self.fp32_matmuls = bf16_gemm.wanted(bool(recipe.run.bf16), self.accelerator.device)
         # the frozen bf16 weights' fp32 copies, registered once the model is built (no upcast at every product)
-        self.fp32_copies = bf16_gemm.FrozenFp32Copies() if self.fp32_matmuls else None
+        self.fp32_copies = (bf16_gemm.FrozenFp32Copies() if self.fp32_matmuls and recipe.run.bf16_weight_copies
+                            else None)
         self.compiled = False
         self.state = TrainState()
         self.best_state: dict[str, torch.Tensor] | None = None  # the best step's adapter snapshot

@@ -140,6 +140,11 @@ class RunArgs:
     bf16_frozen_weights: bool = True
     """With run.bf16: store the frozen base weights in bf16 (autocast casts them at every op anyway: this saves the
     copies and half their memory); every trainable tensor stays fp32."""
+    bf16_weight_copies: bool = True
+    """With run.bf16 on a CPU that only emulates bf16 (its bf16 products then run through fp32 kernels): read the
+    frozen weights from fp32 copies made once, instead of upcasting them at every product. The same bits, ~10-20 %
+    faster training and decoding, 4 more bytes of memory a frozen parameter; false saves that memory. No effect
+    where bf16 is native or the run is fp32."""
     gradient_checkpointing: bool = False
     """Recompute block activations in backward (less memory, more time)."""
     compile: bool = False
