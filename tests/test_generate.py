@@ -1,7 +1,9 @@
-"""Decoding: peftlab's engine (greedy loop, growing KV cache) against transformers' generate, and its bad input.
+"""Decoding: peftlab's engine (greedy loop, beam search, growing KV cache) against transformers' generate, and its
+bad input.
 
-The per-method equivalence lives in test_method_contract.py (test_fast_greedy_equals_generate, beam search on a
-GrowingCache); here are the cache on its own, generate_texts end to end on real text, and the refusals.
+The per-method equivalence lives in test_method_contract.py (test_fast_greedy_equals_generate,
+test_peftlab_beam_search_equals_generate, beam search on a GrowingCache); here are the cache on its own, the beam
+search's settings, generate_texts end to end on real text, and the refusals.
 """
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import torch
 from conftest import make_tiny
 from transformers import DynamicCache
 
+from peftlab.beam import beam_generate
 from peftlab.generate import generate_texts
 from peftlab.greedy import fast_greedy_blocker, greedy_generate
 from peftlab.kv_cache import GrowingCache, GrowingLayer
@@ -63,8 +66,8 @@ def test_generate_texts_refuses_an_unknown_engine():
         generate_texts(make_tiny("llama"), None, ["x"], engine="vllm")
 
 
-@pytest.mark.parametrize("num_beams", [1, 3])
-def test_generate_texts_engines_agree_on_real_text(num_beams):
+@pytest.mark.parametrize("num_beams,ngram", [(1, 0), (3, 0), (4, 3)])
+def test_generate_texts_engines_agree_on_real_text(num_beams, ngram):
     """Both engines with SmolLM2's real tokenizer (newline stop, begin suppression, length-sorted batches)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -77,10 +80,45 @@ def test_generate_texts_engines_agree_on_real_text(num_beams):
                                          max_position_embeddings=128)).eval()
     prompts = ["name : The Eagle | food : French ||", "name : Alimentum ||", "name : The Eagle | area : city "
                "centre | near : Burger King ||", "name : Alimentum ||"]
-    kwargs = dict(num_beams=num_beams, max_new_tokens=8, batch_size=3, progress=False)
+    kwargs = dict(num_beams=num_beams, max_new_tokens=8, batch_size=3, progress=False, no_repeat_ngram_size=ngram)
     want = generate_texts(model, tokenizer, prompts, engine="transformers", **kwargs)
     got = generate_texts(model, tokenizer, prompts, engine="peftlab", **kwargs)
     assert got == want and len(got) == 4 and got[1] == got[3]
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+@pytest.mark.parametrize("settings", [dict(length_penalty=1.0), dict(length_penalty=0.8, no_repeat_ngram_size=2),
+                                      dict(length_penalty=1.3, early_stopping=True),
+                                      dict(length_penalty=1.0, early_stopping="never"),
+                                      dict(length_penalty=0.0), dict(length_penalty=0.5, eos_every=2)])
+def test_beam_generate_equals_generate(arch, settings):
+    """peftlab's beam search against generate's on left-padded prompts of different lengths: the same tokens (and
+    the same output length) for length penalties, n-gram blocking and every early-stopping rule; with a low length
+    penalty the prompts whose search is over leave the batch before the end."""
+    settings = dict(settings)
+    eos = list(range(3, 96, settings.pop("eos_every", 4)))
+    torch.manual_seed(0)
+    model = make_tiny(arch).eval()
+    gen = torch.Generator().manual_seed(7)
+    ids, mask = torch.zeros(4, 7, dtype=torch.long), torch.zeros(4, 7, dtype=torch.long)
+    for row, length in enumerate((7, 5, 3, 2)):
+        ids[row, 7 - length:] = torch.randint(3, 96, (length,), generator=gen)
+        mask[row, 7 - length:] = 1
+    ngram = settings.get("no_repeat_ngram_size")
+    want = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=10, do_sample=False, num_beams=3,
+                          pad_token_id=0, eos_token_id=eos, begin_suppress_tokens=eos, **settings)[:, 7:]
+    trace: list[int] = []
+    got = beam_generate(model, ids, mask, num_beams=3, max_new_tokens=10, eos_token_ids=eos, pad_token_id=0,
+                        begin_suppress_tokens=eos, trace=trace, **{**settings, "no_repeat_ngram_size": ngram or 0})
+    assert torch.equal(got, want)
+    if settings["length_penalty"] < 1.0 and not ngram:
+        assert min(trace) < 4  # some prompt left the batch early
+
+
+def test_beam_generate_refuses_fewer_than_two_beams():
+    with pytest.raises(ValueError, match="2 or more beams"):
+        beam_generate(make_tiny("llama"), torch.ones(1, 3, dtype=torch.long), None, num_beams=1, max_new_tokens=2,
+                      eos_token_ids=[2], pad_token_id=0)
 
 
 @pytest.mark.parametrize("engine", ["peftlab", "transformers"])

@@ -225,6 +225,27 @@ def test_fast_greedy_equals_generate(case, arch, compact_at):
 
 @matrix
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_peftlab_beam_search_equals_generate(case, arch):
+    """peftlab's beam search (each prompt prefilled once, prompts whose search is over leave the batch) gives
+    generate's tokens exactly, with the first-step suppression and the n-gram block."""
+    from peftlab.beam import beam_generate
+
+    model, _ = build(case, arch, init=False)
+    model.eval()
+    ids, mask = _left_padded_prompts(arch)
+    eos = list(range(3, 96, 2))  # half the vocabulary: hypotheses end early, and prompts finish at different steps
+    kwargs = dict(max_new_tokens=8, pad_token_id=0, length_penalty=0.5, no_repeat_ngram_size=2)
+    want = model.generate(input_ids=ids, attention_mask=mask, do_sample=False, num_beams=3, eos_token_id=eos,
+                          begin_suppress_tokens=eos[:5], **kwargs)[:, ids.shape[1]:]
+    trace: list[int] = []
+    got = beam_generate(model, ids, mask, num_beams=3, eos_token_ids=eos, begin_suppress_tokens=eos[:5],
+                        trace=trace, **kwargs)
+    assert torch.equal(got, want)
+    assert trace[0] == 4 and trace == sorted(trace, reverse=True)
+
+
+@matrix
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
 def test_beam_search_on_growing_cache_equals_dynamic_cache(case, arch):
     from peftlab.kv_cache import GrowingCache
 

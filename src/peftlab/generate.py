@@ -6,6 +6,7 @@ from typing import Sequence
 import torch
 from tqdm.auto import tqdm
 
+from .beam import beam_generate
 from .greedy import fast_greedy_blocker, greedy_generate, transformers_model
 
 ENGINES = ("peftlab", "transformers")
@@ -68,10 +69,11 @@ def generate_texts(model, tokenizer, prompts: Sequence[str], *, num_beams: int =
 
     Prompts are decoded in batches of ``batch_size``, shortest first, left-padded. ``engine="peftlab"`` (the
     default) decodes greedy search with :func:`peftlab.greedy.greedy_generate` (finished rows leave the batch, the
-    LM head sees only the last position, the KV cache grows in place), byte for byte ``generate``'s tokens;
-    ``engine="transformers"`` is plain ``model.generate``. Beam search is ``generate`` in both: on a
-    :class:`~peftlab.kv_cache.GrowingCache` it was slower (its per-step beam reorder copies whole buffers: 25.1 against
-    21.0 s on 64 MRs, docs/training.md).
+    LM head sees only the last position, the KV cache grows in place) and beam search with
+    :func:`peftlab.beam.beam_generate` (each prompt prefilled once, not once per beam; prompts whose search is over
+    leave the batch), both token for token ``generate``'s; ``engine="transformers"`` is plain ``model.generate``.
+    Where the model's generation config asks for something these loops do not reproduce
+    (:func:`~peftlab.greedy.fast_greedy_blocker`), ``generate`` decodes.
     """
     if engine not in ENGINES:
         raise ValueError(f"unknown decoding engine {engine!r}; choose one of {', '.join(ENGINES)}")
@@ -81,8 +83,9 @@ def generate_texts(model, tokenizer, prompts: Sequence[str], *, num_beams: int =
     if stop_at_newline:
         eos_ids += _newline_ids_cached(tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    fast_greedy = (engine == "peftlab" and num_beams == 1 and not no_repeat_ngram_size and bool(eos_ids)
-                   and pad_id is not None and fast_greedy_blocker(model) is None)
+    own_loop = engine == "peftlab" and bool(eos_ids) and pad_id is not None and fast_greedy_blocker(model) is None
+    fast_greedy = own_loop and num_beams == 1 and not no_repeat_ngram_size
+    fast_beam = own_loop and num_beams > 1
     padding_side = tokenizer.padding_side
     tokenizer.padding_side = "left"
     was_training = model.training
@@ -102,6 +105,11 @@ def generate_texts(model, tokenizer, prompts: Sequence[str], *, num_beams: int =
                 new_tokens = greedy_generate(model, enc["input_ids"], enc.get("attention_mask"),
                                              max_new_tokens=max_new_tokens, eos_token_ids=eos_ids,
                                              pad_token_id=pad_id, begin_suppress_tokens=suppress)
+            elif fast_beam:
+                new_tokens = beam_generate(model, enc["input_ids"], enc.get("attention_mask"), num_beams=num_beams,
+                                           max_new_tokens=max_new_tokens, eos_token_ids=eos_ids, pad_token_id=pad_id,
+                                           length_penalty=length_penalty, no_repeat_ngram_size=no_repeat_ngram_size,
+                                           begin_suppress_tokens=suppress)
             else:
                 kwargs = dict(max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=False,
                               pad_token_id=pad_id, eos_token_id=eos_ids or None, length_penalty=length_penalty)
