@@ -8,7 +8,8 @@ every ``--runs`` entry ``WEIGHTS:BEAMS[:VARIANT]``: frozen weights in fp32 (``fl
 a ``peftlab train --bf16`` run decodes with), greedy (1) or beam search, and the variant:
 
 - none: peftlab's decoding engine (``generate_texts(engine="peftlab")``: its own greedy loop, on a KV cache that
-  grows in place, that drops finished rows; beam search is ``generate``'s in both engines);
+  grows in place, that drops finished rows; its own beam search, which prefills each prompt once and drops the
+  prompts whose search is over);
 - ``transformers``: the same batches through plain ``model.generate`` (``engine="transformers"``), the reference;
 - ``old-head``: peftlab's engine without the contiguous LM-head input (``peftlab.generate.contiguous_head_input``).
 

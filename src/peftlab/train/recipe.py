@@ -122,8 +122,8 @@ class DecodeArgs:
     batch_size: int = 32
     """Inputs decoded together."""
     engine: Literal["peftlab", "transformers"] = "peftlab"
-    """Greedy decoding loop: peftlab's (``generate``'s tokens byte for byte, faster) or plain ``generate``; beam
-    search is ``generate`` either way (docs/training.md, Speed)."""
+    """Decoding loop: peftlab's (greedy and beam search, ``generate``'s tokens byte for byte, faster: finished rows
+    leave the batch, beam search prefills each prompt once) or plain ``generate`` (docs/training.md, Speed)."""
 
 
 @dataclass
