@@ -124,27 +124,35 @@ def beam_generate(model: torch.nn.Module, input_ids: torch.Tensor, attention_mas
         top_scores, top_index = torch.topk(scores, k=keep_k)  # (B', K)
         parent = top_index // vocab  # (B', K): the beam each candidate extends
         tokens = top_index % vocab
-        top_seqs = _gather(seqs, parent)  # (B', K, L + new)
-        top_seqs[:, :, cur_len] = tokens
+
+        def extended(which: torch.Tensor) -> torch.Tensor:
+            """The sequences of candidates ``which`` (B', m): their parent beam's, with their token: (B', m, L+new).
+            (generate builds all K of them; only the chosen ones are needed.)"""
+            out = _gather(seqs, _gather(parent, which))
+            out[:, :, cur_len] = _gather(tokens, which)
+            return out
+
         ended = torch.isin(tokens, eos)  # (B', K): generate's stopping criteria on the candidates
         if cur_len + 1 >= max_length:
             ended = torch.ones_like(ended)
         # the best n candidates that have not ended run on
         running = top_scores + ended.to(torch.float32) * _NEG
         chosen = torch.topk(running, k=n)[1]  # (B', n)
-        seqs, run_scores, parent = _gather(top_seqs, chosen), _gather(running, chosen), _gather(parent, chosen)
+        next_seqs, run_scores, next_parent = extended(chosen), _gather(running, chosen), _gather(parent, chosen)
         # the candidates among the best n that ended compete with the finished hypotheses
         just_ended = ended & top_n[None, :]
         candidate = top_scores / ((cur_len + 1 - prompt_length) ** length_penalty)
         candidate += (torch.all(hyp_done, dim=-1, keepdim=True) & (early_stopping is True)).to(torch.float32) * _NEG
         candidate += (~open_).to(torch.float32) * _NEG
         candidate += (~just_ended) * _NEG
-        merged = torch.topk(torch.cat((hyp_scores, candidate), dim=1), k=n)[1]  # (B', n)
-        hyp_seqs = _gather(torch.cat((hyp_seqs, top_seqs), dim=1), merged)
+        merged = torch.topk(torch.cat((hyp_scores, candidate), dim=1), k=n)[1]  # (B', n): < n a hypothesis kept
+        kept, from_candidates = merged < n, (merged - n).clamp(min=0)
+        hyp_seqs = torch.where(kept[:, :, None], _gather(hyp_seqs, merged.clamp(max=n - 1)),
+                               extended(from_candidates))
         hyp_scores = _gather(torch.cat((hyp_scores, candidate), dim=1), merged)
         hyp_done = _gather(torch.cat((hyp_done, just_ended), dim=1), merged)
-        step_lengths = torch.full_like(just_ended, cur_len + 1 - prompt_length, dtype=torch.long)
-        hyp_lengths = _gather(torch.cat((hyp_lengths, step_lengths), dim=1), merged)
+        hyp_lengths = torch.where(kept, _gather(hyp_lengths, merged.clamp(max=n - 1)), cur_len + 1 - prompt_length)
+        seqs, parent = next_seqs, next_parent
         cur_len += 1
         # generate's early-stop heuristic: can the best running beam still beat the worst hypothesis?
         if early_stopping == "never" and length_penalty > 0.0:
