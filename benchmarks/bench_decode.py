@@ -13,6 +13,10 @@ a ``peftlab train --bf16`` run decodes with), greedy (1) or beam search, and the
 - ``transformers``: the same batches through plain ``model.generate`` (``engine="transformers"``), the reference;
 - ``old-head``: peftlab's engine without the contiguous LM-head input (``peftlab.generate.contiguous_head_input``).
 
+On a CPU that only emulates bf16, ``bfloat16`` entries decode as ``peftlab train --bf16`` does there: every product
+through an fp32 kernel, the frozen weights read from fp32 copies (``peftlab.train.bf16_gemm``); each entry records
+``bf16_matmuls``.
+
 Each run records an md5 of its outputs and is compared with every earlier run of the same WEIGHTS:BEAMS on the same
 MRs (``same_outputs_as``), so either engine may go first. The model carries a fresh LoRA adapter (B = 0: the base
 model's outputs), or with ``--adapter DIR`` a trained one (a run folder's ``adapter/``; its outputs are what a report
@@ -86,6 +90,7 @@ def main() -> None:
                          f"BEAMS >= 1 and VARIANT one of {', '.join(VARIANTS)}, e.g. bfloat16:4:transformers")
         runs.append((parts[0], int(parts[1]), parts[2] if len(parts) == 3 else ""))
     import peftlab.generate
+    from peftlab.train import bf16_gemm
     from peftlab.train.speed import cast_frozen_weights
     from peftlab import LoraConfig, PeftModel, get_peft_model
     from peftlab.data import linearize_mr, load_e2e
@@ -142,10 +147,17 @@ def main() -> None:
         batch_size = args.batch_size if beams == 1 else max(1, args.batch_size // 2)
         inputs = unique if beams == 1 or args.beam_limit is None else unique[: args.beam_limit]
         engine = "transformers" if variant == "transformers" else "peftlab"
+        # bf16 on a CPU that only emulates it: the products through fp32 kernels, the frozen weights from fp32
+        # copies, as a `peftlab train --bf16` run decodes there (peftlab.train.bf16_gemm)
+        fp32_kernels = weights == "bfloat16" and bf16_gemm.wanted(True, "cpu")
+        copies = (bf16_gemm.FrozenFp32Copies(p for p in model.parameters() if not p.requires_grad)
+                  if fp32_kernels else None)
         try:
             start = time.perf_counter()
-            outputs = generate_texts(model, tokenizer, inputs, num_beams=beams, max_new_tokens=args.max_new_tokens,
-                                     batch_size=batch_size, progress=True, engine=engine)
+            with bf16_gemm.fp32_matmuls_for_bf16(fp32_kernels, copies):
+                outputs = generate_texts(model, tokenizer, inputs, num_beams=beams,
+                                         max_new_tokens=args.max_new_tokens, batch_size=batch_size, progress=True,
+                                         engine=engine)
             seconds = time.perf_counter() - start
         finally:
             peftlab.generate.contiguous_head_input = saved_hook
@@ -157,7 +169,8 @@ def main() -> None:
             extra["same_outputs_as"] = {other: other_md5 == md5 for other, other_md5 in earlier.items()}
         earlier[name] = md5
         record(name, seconds, outputs, batch_size=batch_size, beams=beams, weights=weights, engine=engine,
-               outputs_md5=md5, **extra)
+               outputs_md5=md5, bf16_matmuls=("fp32 kernels" if fp32_kernels else "native") if weights == "bfloat16"
+               else None, **extra)
         if args.save_outputs:
             folder = Path(args.save_outputs)
             folder.mkdir(parents=True, exist_ok=True)
