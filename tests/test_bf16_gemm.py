@@ -73,16 +73,23 @@ def test_disabled_is_a_no_op():
     assert out.dtype == torch.bfloat16
 
 
+def _tiny_lora_with_bf16_frozen_weights(arch: str):
+    """A tiny model with eager attention (peftlab's CPU training kernel), a LoRA adapter (B != 0) and its frozen
+    weights in bf16, as ``peftlab train --bf16`` builds it."""
+    model = make_tiny(arch)
+    model.config._attn_implementation = "eager"
+    model = get_peft_model(model, LoraConfig(r=4, init_weights=False))
+    cast_frozen_weights(model, torch.bfloat16)
+    return model
+
+
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])
 def test_a_bf16_training_step_has_the_plain_bf16_loss_and_gradients(arch):
     """Forward and backward under bf16 autocast with bf16 frozen weights, eager attention (peftlab's CPU training
     kernel): the mode's step equals torch's bf16 step to bf16 rounding, and it reroutes backward products too."""
     results = []
     for rerouted in (False, True):
-        model = make_tiny(arch)
-        model.config._attn_implementation = "eager"
-        model = get_peft_model(model, LoraConfig(r=4, init_weights=False))
-        cast_frozen_weights(model, torch.bfloat16)
+        model = _tiny_lora_with_bf16_frozen_weights(arch)
         loss_module = TargetOnlyCausalLMLoss(model)
         with fp32_matmuls_for_bf16(rerouted) as mode:
             with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -108,10 +115,7 @@ def test_frozen_fp32_copies_give_the_same_bits_as_upcasting_every_product(arch):
     weights' products (forward, input gradient, the tied LM head) and nothing trainable is registered."""
     results = []
     for cached in (False, True):
-        model = make_tiny(arch)
-        model.config._attn_implementation = "eager"
-        model = get_peft_model(model, LoraConfig(r=4, init_weights=False))
-        cast_frozen_weights(model, torch.bfloat16)
+        model = _tiny_lora_with_bf16_frozen_weights(arch)
         copies = FrozenFp32Copies(p for p in model.parameters() if not p.requires_grad) if cached else None
         if cached:
             frozen_2d = [p for p in model.parameters() if not p.requires_grad and p.dim() == 2]

@@ -23,7 +23,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from .greedy import _accepts, transformers_model
+from .greedy import DecodingStep, transformers_model
 
 _NEG = -1.0e9  # generate's "not this one" score offset
 
@@ -74,22 +74,12 @@ def beam_generate(model: torch.nn.Module, input_ids: torch.Tensor, attention_mas
     top_n = torch.arange(keep_k, device=device) < n  # (K,): the candidates that may become hypotheses
     fill = pad_token_id if pad_token_id else (int(eos[0]) if len(eos) else -1)  # generate's fill value
     processors = _processors(no_repeat_ngram_size, begin_suppress_tokens, prompt_length, device)
-    if attention_mask is None:
-        attention_mask = torch.ones_like(input_ids)
-    positions = (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)  # (B, L)
-    mask = None if bool((attention_mask == 1).all()) else attention_mask
-    extra = {"logits_to_keep": 1} if _accepts(inner, "logits_to_keep") else {}
-    use_positions = _accepts(inner, "position_ids")
+    step_logits, positions, mask = DecodingStep.prepare(model, input_ids, attention_mask)
 
     from transformers import DynamicCache
 
     cache = DynamicCache()
-    kwargs = dict(extra, past_key_values=cache, use_cache=True, return_dict=True)
-    if mask is not None:
-        kwargs["attention_mask"] = mask
-    if use_positions:
-        kwargs["position_ids"] = positions
-    logits = model(input_ids=input_ids.contiguous(), **kwargs).logits[:, -1]  # (B, V): one prefill per prompt
+    logits = step_logits(input_ids, cache, mask, positions)  # (B, V): one prefill per prompt
     vocab = logits.shape[-1]
     logits = logits.repeat_interleave(n, dim=0)  # (B*n, V): generate's rows, prompt b at b*n ... b*n+n-1
     cache.batch_repeat_interleave(n)
@@ -182,11 +172,5 @@ def beam_generate(model: torch.nn.Module, input_ids: torch.Tensor, attention_mas
         step_positions = step_positions[beam_rows] + 1  # (B''*n, 1)
         if mask is not None:
             mask = torch.cat([mask[beam_rows], mask.new_ones(beam_rows.numel(), 1)], dim=-1)  # (B''*n, cur_len)
-        step_kwargs = dict(extra, past_key_values=cache, use_cache=True, return_dict=True)
-        if mask is not None:
-            step_kwargs["attention_mask"] = mask
-        if use_positions:
-            step_kwargs["position_ids"] = step_positions
-        step_input = seqs[:, :, cur_len - 1].reshape(-1, 1)  # (B''*n, 1)
-        logits = model(input_ids=step_input, **step_kwargs).logits[:, -1]  # (B''*n, V)
+        logits = step_logits(seqs[:, :, cur_len - 1].reshape(-1, 1), cache, mask, step_positions)  # (B''*n, V)
     return best[:, prompt_length:prompt_length + int(best_lengths.max())]

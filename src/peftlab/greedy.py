@@ -68,6 +68,38 @@ def _accepts(inner: torch.nn.Module, name: str) -> bool:
     return name in inspect.signature(inner.forward).parameters
 
 
+class DecodingStep:
+    """The model called as ``generate``'s decoding steps call it (a KV cache, ``generate``'s positions and mask, the
+    LM head on the last position only): ``step(input_ids, cache, mask, positions)`` gives the (B, V) logits of the
+    last position. :meth:`prepare` also gives a left-padded prompt's positions and mask."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        inner = transformers_model(model)
+        self.model = model
+        self.extra = {"logits_to_keep": 1} if _accepts(inner, "logits_to_keep") else {}
+        self.use_positions = _accepts(inner, "position_ids")
+
+    @classmethod
+    def prepare(cls, model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None
+                ) -> tuple["DecodingStep", torch.Tensor, torch.Tensor | None]:
+        """The step, the prompt's positions (B, L) and its mask (None where it has no padding)."""
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        # generate's positions: count of real tokens so far, padding at 0; an all-ones mask is dropped
+        positions = (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)  # (B, L)
+        mask = None if bool((attention_mask == 1).all()) else attention_mask
+        return cls(model), positions, mask
+
+    def __call__(self, input_ids: torch.Tensor, cache, mask: torch.Tensor | None,
+                 positions: torch.Tensor) -> torch.Tensor:
+        kwargs = dict(self.extra, past_key_values=cache, use_cache=True, return_dict=True)
+        if mask is not None:
+            kwargs["attention_mask"] = mask
+        if self.use_positions:
+            kwargs["position_ids"] = positions
+        return self.model(input_ids=input_ids.contiguous(), **kwargs).logits[:, -1]  # (B, V)
+
+
 @torch.no_grad()
 def greedy_generate(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, *,
                     max_new_tokens: int, eos_token_ids: Sequence[int], pad_token_id: int,
@@ -81,18 +113,11 @@ def greedy_generate(model: torch.nn.Module, input_ids: torch.Tensor, attention_m
     """
     if not 0.0 <= compact_at <= 1.0:
         raise ValueError(f"compact_at is a fraction of the batch, from 0 to 1; got {compact_at}")
-    inner = transformers_model(model)
     batch, prompt_length = input_ids.shape
     device = input_ids.device
     eos = torch.tensor(list(eos_token_ids), dtype=torch.long, device=device)
     suppress = torch.tensor(list(begin_suppress_tokens), dtype=torch.long, device=device)
-    if attention_mask is None:
-        attention_mask = torch.ones_like(input_ids)
-    # generate's positions: count of real tokens so far, padding at 0; an all-ones mask is dropped
-    positions = (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)  # (B, L)
-    mask = None if bool((attention_mask == 1).all()) else attention_mask
-    extra = {"logits_to_keep": 1} if _accepts(inner, "logits_to_keep") else {}
-    use_positions = _accepts(inner, "position_ids")
+    step_logits, positions, mask = DecodingStep.prepare(model, input_ids, attention_mask)
 
     generated = torch.full((batch, max_new_tokens), pad_token_id, dtype=torch.long, device=device)
     rows = torch.arange(batch, device=device)  # (B',) original index of each row still in the batch
@@ -100,15 +125,9 @@ def greedy_generate(model: torch.nn.Module, input_ids: torch.Tensor, attention_m
     cache = GrowingCache(prompt_length + max_new_tokens)
     step_input, step_positions = input_ids, positions
     for step in range(max_new_tokens):
-        kwargs = dict(extra, past_key_values=cache, use_cache=True, return_dict=True)
-        if mask is not None:
-            kwargs["attention_mask"] = mask
-        if use_positions:
-            kwargs["position_ids"] = step_positions
-        logits = model(input_ids=step_input.contiguous(), **kwargs).logits
         # generate takes the argmax of an fp32 copy; upcasting is exact and argmax keeps the first maximum in both
         # dtypes, so the model's own dtype picks the same tokens without a (B', V) copy per step
-        scores = logits[:, -1]  # (B', V)
+        scores = step_logits(step_input, cache, mask, step_positions)  # (B', V)
         if step == 0 and suppress.numel():
             scores = scores.clone()
             scores[:, suppress] = float("-inf")
