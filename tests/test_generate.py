@@ -91,7 +91,8 @@ def test_generate_texts_engines_agree_on_real_text(num_beams, ngram):
                                       dict(length_penalty=1.3, early_stopping=True),
                                       dict(length_penalty=1.0, early_stopping="never"),
                                       dict(length_penalty=0.0), dict(length_penalty=0.5, eos_every=2)])
-def test_beam_generate_equals_generate(arch, settings):
+@pytest.mark.parametrize("drop_finished", [True, False])
+def test_beam_generate_equals_generate(arch, settings, drop_finished):
     """peftlab's beam search against generate's on left-padded prompts of different lengths: the same tokens (and
     the same output length) for length penalties, n-gram blocking and every early-stopping rule; with a low length
     penalty the prompts whose search is over leave the batch before the end."""
@@ -109,9 +110,12 @@ def test_beam_generate_equals_generate(arch, settings):
                           pad_token_id=0, eos_token_id=eos, begin_suppress_tokens=eos, **settings)[:, 7:]
     trace: list[int] = []
     got = beam_generate(model, ids, mask, num_beams=3, max_new_tokens=10, eos_token_ids=eos, pad_token_id=0,
-                        begin_suppress_tokens=eos, trace=trace, **{**settings, "no_repeat_ngram_size": ngram or 0})
+                        begin_suppress_tokens=eos, trace=trace, drop_finished=drop_finished,
+                        **{**settings, "no_repeat_ngram_size": ngram or 0})
     assert torch.equal(got, want)
-    if settings["length_penalty"] < 1.0 and not ngram:
+    if not drop_finished:
+        assert set(trace) == {4}  # every prompt stays to the end
+    elif settings["length_penalty"] < 1.0 and not ngram:
         assert min(trace) < 4  # some prompt left the batch early
 
 

@@ -9,12 +9,15 @@ criteria and logits processors) with three changes that leave each row's numbers
 
 - the prompts are prefilled once, and the cache and the first logits are repeated for the beams (the rows
   ``generate`` computes are copies of each other);
-- a prompt whose search can no longer change (``generate``'s early-stop heuristic says no running beam can beat its
-  worst finished hypothesis) leaves the batch, the cache and the mask;
+- with ``drop_finished``, a prompt whose search can no longer change (``generate``'s early-stop heuristic says no
+  running beam can beat its worst finished hypothesis) leaves the batch, the cache and the mask. Each row's inputs
+  stay the same, but the products then have fewer rows, and some CPU kernels round a row differently with the
+  number of rows (the same prefill gave other bf16 logits at 8 rows than at 16 on an AVX512 Xeon's fp32 kernels):
+  there it changed 1 of 128 E2E outputs, so :func:`~peftlab.generate.generate_texts` keeps every prompt;
 - ``no_repeat_ngram_size`` and the first-step suppression use ``transformers``' own logits processors.
 
 The outputs equal ``generate``'s token for token (``tests/test_generate.py``, and for every method
-``tests/test_method_contract.py``).
+``tests/test_method_contract.py``; with ``drop_finished`` where the kernels do not depend on the row count).
 """
 from __future__ import annotations
 
@@ -52,13 +55,14 @@ def beam_generate(model: torch.nn.Module, input_ids: torch.Tensor, attention_mas
                   num_beams: int, max_new_tokens: int, eos_token_ids: Sequence[int], pad_token_id: int,
                   length_penalty: float = 1.0, early_stopping: bool | str | None = None,
                   no_repeat_ngram_size: int = 0, begin_suppress_tokens: Sequence[int] = (),
-                  trace: list[int] | None = None) -> torch.Tensor:
+                  drop_finished: bool = True, trace: list[int] | None = None) -> torch.Tensor:
     """The best beam's new tokens for each prompt of a left-padded batch: (B, T) with ``generate``'s T (the longest
     best beam), ``pad_token_id`` after each one's end.
 
     ``input_ids`` and ``attention_mask`` (B, L) as the tokenizer gives them (left padding). A hypothesis ends at a
     token of ``eos_token_ids`` (kept) or at ``max_new_tokens``. ``early_stopping`` as ``generate`` reads it (None:
-    the model's generation config). ``trace``, if given, gets the number of prompts in the batch at each step.
+    the model's generation config). ``drop_finished``: prompts whose search is over leave the batch (above).
+    ``trace``, if given, gets the number of prompts in the batch at each step.
     """
     if num_beams < 2:
         raise ValueError(f"beam_generate searches with 2 or more beams, got num_beams={num_beams}")
@@ -154,7 +158,12 @@ def beam_generate(model: torch.nn.Module, input_ids: torch.Tensor, attention_mas
         open_ = open_ & torch.any(best_running > worst, dim=-1, keepdim=True)
         go_on = bool(open_.any()) and not (bool(hyp_done.all()) and early_stopping is True) and not bool(ended.all())
         # a prompt that cannot change any more leaves the batch (all of them when the search ends)
-        leaving = ~open_[:, 0] if go_on else torch.ones(rows, dtype=torch.bool, device=device)
+        if not go_on:
+            leaving = torch.ones(rows, dtype=torch.bool, device=device)
+        elif drop_finished:
+            leaving = ~open_[:, 0]
+        else:  # they stay (their state can no longer change), so every step multiplies the same number of rows
+            leaving = torch.zeros(rows, dtype=torch.bool, device=device)
         if bool(leaving.any()):
             best[items[leaving]] = hyp_seqs[leaving, 0]
             best_lengths[items[leaving]] = hyp_lengths[leaving, 0]

@@ -71,7 +71,8 @@ def generate_texts(model, tokenizer, prompts: Sequence[str], *, num_beams: int =
     default) decodes greedy search with :func:`peftlab.greedy.greedy_generate` (finished rows leave the batch, the
     LM head sees only the last position, the KV cache grows in place) and beam search with
     :func:`peftlab.beam.beam_generate` (each prompt prefilled once, not once per beam; prompts whose search is over
-    leave the batch), both token for token ``generate``'s; ``engine="transformers"`` is plain ``model.generate``.
+    stay in the batch, as in ``generate``: on a CPU whose fp32 kernels round a row differently with the number of
+    rows, letting them leave changed 1 of 128 E2E outputs), both token for token ``generate``'s; ``engine="transformers"`` is plain ``model.generate``.
     Where the model's generation config asks for something these loops do not reproduce
     (:func:`~peftlab.greedy.fast_greedy_blocker`), ``generate`` decodes.
     """
@@ -109,7 +110,7 @@ def generate_texts(model, tokenizer, prompts: Sequence[str], *, num_beams: int =
                 new_tokens = beam_generate(model, enc["input_ids"], enc.get("attention_mask"), num_beams=num_beams,
                                            max_new_tokens=max_new_tokens, eos_token_ids=eos_ids, pad_token_id=pad_id,
                                            length_penalty=length_penalty, no_repeat_ngram_size=no_repeat_ngram_size,
-                                           begin_suppress_tokens=suppress)
+                                           begin_suppress_tokens=suppress, drop_finished=False)
             else:
                 kwargs = dict(max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=False,
                               pad_token_id=pad_id, eos_token_id=eos_ids or None, length_penalty=length_penalty)
