@@ -11,7 +11,9 @@ a ``peftlab train --bf16`` run decodes with), greedy (1) or beam search, and the
   grows in place, that drops finished rows; its own beam search, which prefills each prompt once and drops the
   prompts whose search is over);
 - ``transformers``: the same batches through plain ``model.generate`` (``engine="transformers"``), the reference;
-- ``old-head``: peftlab's engine without the contiguous LM-head input (``peftlab.generate.contiguous_head_input``).
+- ``old-head``: peftlab's engine without the contiguous LM-head input (``peftlab.generate.contiguous_head_input``);
+- ``drop-finished``: peftlab's beam search with ``drop_finished=True`` (prompts whose search is over leave the batch;
+  not ``generate_texts``' default, because on some CPU kernels it changes outputs).
 
 On a CPU that only emulates bf16, ``bfloat16`` entries decode as ``peftlab train --bf16`` does there: every product
 through an fp32 kernel, the frozen weights read from fp32 copies (``peftlab.train.bf16_gemm``); each entry records
@@ -29,6 +31,7 @@ would score). The entries run in the order given, in one process; peak RSS is th
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import os
@@ -39,7 +42,7 @@ from pathlib import Path
 import torch
 
 
-VARIANTS = ("transformers", "old-head")
+VARIANTS = ("transformers", "old-head", "drop-finished")
 
 
 def hf_peft_decode(prompts: list[str], tokenizer, batch_size: int, max_new_tokens: int) -> list[str]:
@@ -68,7 +71,7 @@ def main() -> None:
     parser.add_argument("--runs", nargs="+", default=["bfloat16:1", "bfloat16:1:transformers", "bfloat16:4",
                                                       "bfloat16:4:transformers"],
                         help="WEIGHTS:BEAMS[:VARIANT] entries: WEIGHTS float32 or bfloat16, VARIANT transformers "
-                             "(plain generate) or old-head")
+                             "(plain generate), old-head or drop-finished")
     parser.add_argument("--beam-limit", type=int, default=None,
                         help="decode only the first N MRs in the beam-search entries (default: --limit)")
     parser.add_argument("--adapter", default=None, help="a saved adapter folder (a run's adapter/) instead of a "
@@ -144,6 +147,9 @@ def main() -> None:
         if variant == "old-head":
             head._forward_pre_hooks.clear()
             peftlab.generate.contiguous_head_input = lambda m: False
+        saved_beam = peftlab.generate.beam_generate
+        if variant == "drop-finished":
+            peftlab.generate.beam_generate = functools.partial(saved_beam, drop_finished=True)
         batch_size = args.batch_size if beams == 1 else max(1, args.batch_size // 2)
         inputs = unique if beams == 1 or args.beam_limit is None else unique[: args.beam_limit]
         engine = "transformers" if variant == "transformers" else "peftlab"
@@ -161,6 +167,7 @@ def main() -> None:
             seconds = time.perf_counter() - start
         finally:
             peftlab.generate.contiguous_head_input = saved_hook
+            peftlab.generate.beam_generate = saved_beam
         name = f"peftlab_{weights}_beams_{beams}" + (f"_{variant.replace('-', '_')}" if variant else "")
         md5 = hashlib.md5("\n".join(outputs).encode()).hexdigest()
         extra = {}
