@@ -6,6 +6,9 @@
 # another recipe than the suite now gives it (stale: an lr the grid no longer chooses) is run again; its old line
 # stays in the file as history.
 #   bash benchmarks/quality/run_all.sh            (from the repo root, after scripts/setup.sh)
+# A half-done run resumes from runs/quality (git-ignored), so only on the machine that started it: where the time left
+# is shorter than an E2E run (~1 h on 2 cores), run short GLUE runs instead, e.g.
+#   .venv/bin/python -m peftlab.cli bench quality run --protocol glue-mini --seed 1 --max-runs N
 # To train from a frozen checkout while developing in another (results and run folders kept in the main one):
 #   git worktree add ../suite-wt HEAD && cd ../suite-wt && PEFTLAB_PYTHON=../main/.venv/bin/python \
 #     PEFTLAB_BENCH_ROOT=../main bash benchmarks/quality/run_all.sh
