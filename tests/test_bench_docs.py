@@ -472,7 +472,7 @@ def test_hardware_section_counts_bf16_lines_by_their_kernels_and_compile(tmp_pat
                          bf16_matmuls="native")]
     (tmp_path / "out").mkdir()
     hw = section(render(tmp_path / "out", bf16_suite, records)[0], "## Hardware and versions")
-    assert "- bf16 products through fp32 kernels (AVX2), eager (compile skipped) (1)" in hw
+    assert "- bf16 products through fp32 kernels (bf16 emulated), eager (compile skipped) (1)" in hw
     assert "- kernels not recorded, compile True (2)" in hw
     assert "- native bf16 kernels, eager (1)" in hw
 

@@ -100,9 +100,9 @@ def register_cli(subparsers) -> None:
                      help="re-run runs whose result line came from another recipe (the new line supersedes it)")
     run.add_argument("--allow-emulated-bf16", action="store_true",
                      help="with PEFTLAB_BF16_MATMULS=native, still train the runs whose recipe has run.bf16 on a "
-                          "machine that only emulates bf16 (an AVX2 CPU), in torch's emulated kernels (skipped by "
-                          "default then: many times slower than fp32). Without it such runs train with their bf16 "
-                          "products through fp32 kernels (peftlab.train.bf16_gemm)")
+                          "machine that only emulates bf16 (no AVX512-BF16/AMX), in torch's emulated kernels "
+                          "(skipped by default then: many times slower than fp32). Without it such runs train with "
+                          "their bf16 products through fp32 kernels (peftlab.train.bf16_gemm)")
     run.add_argument("--docs", action="store_true", help=f"regenerate {DEFAULT_DOC} afterwards")
     run.add_argument("--out", default=DEFAULT_DOC, help=argparse.SUPPRESS)
     run.set_defaults(func=_run)

@@ -44,8 +44,8 @@ DIFFERENCES = [
     "never trained for [CLS]; frozen, LoRA stayed at chance on three of four tasks. The head (the pooler's 147,840 "
     "parameters + the classifier's 385-770) is in every arm's trainable count.",
     "Hardware: CPU training on 2 cores, not GPUs in fp32/fp16: the E2E protocols in bf16 (native bf16 kernels, or "
-    "on an AVX2 CPU bf16 products through fp32 kernels), the GLUE ones in fp32; the machines that finished the runs "
-    "are counted under Hardware and versions.",
+    "on a CPU that only emulates bf16, bf16 products through fp32 kernels), the GLUE ones in fp32; the machines "
+    "that finished the runs are counted under Hardware and versions.",
     "Prefix-length study on MRPC only (one GLUE task), not on every task and not on E2E.",
     "Methods reconstructed where the papers' text or code is unavailable (Solo Connection, the gated residual "
     "prefix): every unknown is a config knob, see docs/methods/.",
@@ -195,9 +195,9 @@ def _status(suite: Suite, res: Results, planned: list[PlannedRun], lines: list[d
         fp32 = [name for name in suite.protocols if name not in bf16]
         md.append(f"Trained in bf16: {', '.join(bf16)}; in fp32: {', '.join(fp32) or 'none'}. On a CPU that "
                   "multiplies bf16 natively (AVX512-BF16 or AMX) or a GPU, a bf16 run uses the native kernels; on one "
-                  "that only emulates bf16 (AVX2) every bf16 matrix product runs through an fp32 kernel and is "
-                  "rounded to bf16 once, which is what a native bf16 kernel computes, up to the order of the fp32 "
-                  "sums (peftlab.train.bf16_gemm: a LoRA step on SmolLM2 took 2.6 s there against 2.2 s in fp32 and "
+                  "that only emulates bf16 (AVX2, or AVX512 without AVX512-BF16) every bf16 matrix product runs "
+                  "through an fp32 kernel and is rounded to bf16 once, which is what a native bf16 kernel computes, "
+                  "up to the order of the fp32 sums (peftlab.train.bf16_gemm: a LoRA step on SmolLM2 took 2.6 s there against 2.2 s in fp32 and "
                   "83 s in torch's emulated kernels; reading the frozen weights from fp32 copies, the same bits, "
                   "since 2026-12-07: 2.5 s against 2.8 s upcasting them at every product, on an AVX512 CPU without "
                   "bf16). TorchDynamo does not trace under that mode, so such a run of "
@@ -761,7 +761,7 @@ def _hardware(current: dict[str, dict[str, Any]]) -> list[str]:
         md += ["", "bf16 lines by the kernels of their matrix products and by compile (recorded since 2026-12-07 "
                "evening; older lines: native kernels, compiled as their protocol asked):", ""]
         for (matmuls, asked, compiled), n in sorted(kernels.items(), key=lambda kv: str(kv[0])):
-            how = {"fp32 kernels": "bf16 products through fp32 kernels (AVX2)",
+            how = {"fp32 kernels": "bf16 products through fp32 kernels (bf16 emulated)",
                    "native": "native bf16 kernels"}.get(matmuls, "kernels not recorded")
             if compiled is None:
                 comp = f"compile {asked}" if asked is not None else "compile not recorded"

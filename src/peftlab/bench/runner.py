@@ -438,8 +438,8 @@ def _summary(record: dict[str, Any]) -> str:
 def execute(item: PlannedRun, suite: Suite, results_path: Path, runs_dir: Path, *, data_dir: str | None = None,
             allow_emulated_bf16: bool = False, echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Train (or resume, or just harvest) one run; returns its result line. On a machine that only emulates bf16
-    (an AVX2 CPU) a run whose recipe has ``run.bf16: true`` trains with its bf16 products computed by fp32 kernels
-    (:mod:`peftlab.train.bf16_gemm`: 2.6 s for a LoRA step on SmolLM2 there, against 2.2 s in fp32 and 83 s with
+    (no AVX512-BF16/AMX) a run whose recipe has ``run.bf16: true`` trains with its bf16 products computed by fp32
+    kernels (:mod:`peftlab.train.bf16_gemm`: 2.6 s for a LoRA step on SmolLM2 there, against 2.2 s in fp32 and 83 s with
     torch's emulated bf16 kernels). With ``PEFTLAB_BF16_MATMULS=native`` it raises :class:`EmulatedBf16Error`
     before training such a run, unless ``allow_emulated_bf16``."""
     from .record import baseline_record, harvest
