@@ -13,7 +13,10 @@ a ``peftlab train --bf16`` run decodes with), greedy (1) or beam search, and the
 - ``transformers``: the same batches through plain ``model.generate`` (``engine="transformers"``), the reference;
 - ``old-head``: peftlab's engine without the contiguous LM-head input (``peftlab.generate.contiguous_head_input``);
 - ``drop-finished``: peftlab's beam search with ``drop_finished=True`` (prompts whose search is over leave the batch;
-  not ``generate_texts``' default, because on some CPU kernels it changes outputs).
+  not ``generate_texts``' default, because on some CPU kernels it changes outputs);
+- ``dispatch-mode``: on a CPU that only emulates bf16, the fp32-kernel products through a ``TorchDispatchMode`` (a
+  Python call for every op) instead of the products' replaced CPU kernels (``Fp32MatmulsForBf16(implementation=
+  "mode")``), what that path cost before 2026-12-07.
 
 On a CPU that only emulates bf16, ``bfloat16`` entries decode as ``peftlab train --bf16`` does there: every product
 through an fp32 kernel, the frozen weights read from fp32 copies (``peftlab.train.bf16_gemm``); each entry records
@@ -42,7 +45,7 @@ from pathlib import Path
 import torch
 
 
-VARIANTS = ("transformers", "old-head", "drop-finished")
+VARIANTS = ("transformers", "old-head", "drop-finished", "dispatch-mode")
 
 
 def hf_peft_decode(prompts: list[str], tokenizer, batch_size: int, max_new_tokens: int) -> list[str]:
@@ -160,7 +163,8 @@ def main() -> None:
                   if fp32_kernels else None)
         try:
             start = time.perf_counter()
-            with bf16_gemm.fp32_matmuls_for_bf16(fp32_kernels, copies):
+            implementation = "mode" if variant == "dispatch-mode" else "auto"
+            with bf16_gemm.fp32_matmuls_for_bf16(fp32_kernels, copies, implementation):
                 outputs = generate_texts(model, tokenizer, inputs, num_beams=beams,
                                          max_new_tokens=args.max_new_tokens, batch_size=batch_size, progress=True,
                                          engine=engine)

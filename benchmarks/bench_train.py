@@ -89,7 +89,8 @@ def hf_peft_setup():
 
 
 def peftlab_setup(bf16: bool, base_dtype: str = "float32", attn: str = "sdpa", compile_blocks: bool = False,
-                  inductor: dict | None = None, fp32_gemm: bool = False, weight_copies: bool = False):
+                  inductor: dict | None = None, fp32_gemm: bool = False, weight_copies: bool = False,
+                  fp32_gemm_implementation: str = "auto"):
     from peftlab import LoraConfig, get_peft_model
     from peftlab.train.speed import compile_blocks as compile_model_blocks
     from peftlab.train.tasks import TargetOnlyCausalLMLoss
@@ -109,7 +110,8 @@ def peftlab_setup(bf16: bool, base_dtype: str = "float32", attn: str = "sdpa", c
     copies = FrozenFp32Copies(p for p in model.parameters() if not p.requires_grad) if weight_copies else None
 
     def step(batch):
-        with fp32_matmuls_for_bf16(fp32_gemm, copies):  # bf16 products through fp32 kernels (peftlab.train.bf16_gemm)
+        # bf16 products through fp32 kernels (peftlab.train.bf16_gemm)
+        with fp32_matmuls_for_bf16(fp32_gemm, copies, fp32_gemm_implementation):
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                 loss = loss_module(**batch)
             loss.backward()
@@ -152,6 +154,11 @@ VARIANTS = {
     # that only emulates bf16
     "peftlab_bf16_bf16w_fp32gemm_copies": (peftlab_setup, dict(bf16=True, base_dtype="bfloat16", attn="eager",
                                                                fp32_gemm=True, weight_copies=True)),
+    # the same through a TorchDispatchMode (a Python call for every op, not only the products): what that path
+    # cost before the products' CPU kernels were replaced instead (2026-12-07)
+    "peftlab_bf16_bf16w_fp32gemm_copies_mode": (peftlab_setup, dict(
+        bf16=True, base_dtype="bfloat16", attn="eager", fp32_gemm=True, weight_copies=True,
+        fp32_gemm_implementation="mode")),
     # the fp32 path `peftlab train` takes where bf16 is only emulated (run.bf16=auto on an AVX2 CPU)
     "peftlab_fp32_eager": (peftlab_setup, dict(bf16=False, attn="eager")),
     "peftlab_fp32_compiled": (peftlab_setup, dict(bf16=False, attn="eager", compile_blocks=True)),

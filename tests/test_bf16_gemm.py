@@ -143,6 +143,77 @@ def test_frozen_fp32_copies_give_the_same_bits_as_upcasting_every_product(arch):
     assert torch.equal(tokens0, tokens1)
 
 
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_the_kernels_and_the_dispatch_mode_compute_the_same_bits(arch):
+    """The two implementations (CPU kernels replaced while entered, or a dispatch mode seeing every op) reroute the
+    same products and give the same loss, gradients and greedy tokens, bit for bit, with and without copies."""
+    results = {}
+    for implementation in ("mode", "kernels"):
+        for cached in (False, True):
+            model = _tiny_lora_with_bf16_frozen_weights(arch)
+            copies = FrozenFp32Copies(p for p in model.parameters() if not p.requires_grad) if cached else None
+            batch = make_batch(arch)
+            with fp32_matmuls_for_bf16(True, copies, implementation) as mode:
+                assert mode.implementation == implementation
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    loss = TargetOnlyCausalLMLoss(model)(**batch)
+                loss.backward()
+                model.eval()
+                with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+                    tokens = model.generate(input_ids=batch["input_ids"][:, :4],
+                                            attention_mask=batch["attention_mask"][:, :4], max_new_tokens=5,
+                                            do_sample=False)
+            grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+            results[implementation, cached] = (loss.detach(), grads, tokens, dict(mode.counts))
+    for cached in (False, True):
+        (loss0, grads0, tokens0, counts0), (loss1, grads1, tokens1, counts1) = (results["mode", cached],
+                                                                              results["kernels", cached])
+        assert counts0 == counts1 and counts0.get("mm.default", 0) + counts0.get("addmm.default", 0) > 0
+        assert torch.equal(loss0, loss1) and torch.equal(tokens0, tokens1)
+        assert grads0.keys() == grads1.keys()
+        for name in grads0:
+            assert torch.equal(grads0[name], grads1[name]), (cached, name)
+
+
+def _peftlab_cpu_kernels() -> list[str]:
+    """The product ops whose CPU kernel is peftlab's now (from the dispatcher's own table)."""
+    return [op for op in ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
+            if any(line.startswith("CPU:") and "bf16_gemm" in line for line in torch._C._dispatch_dump(op).splitlines())]
+
+
+def test_the_kernels_are_removed_on_exit_nest_and_stay_on_their_thread():
+    """The four CPU kernels are peftlab's only while a context is entered; nested contexts count in the innermost;
+    a product on another thread meanwhile is torch's own, not rerouted; torch's errors stay torch's."""
+    import threading
+
+    def small_ints(*shape, seed):  # every product exact in fp32 and bf16: results compare with equal
+        return torch.randint(-4, 5, shape, generator=torch.Generator().manual_seed(seed)).bfloat16()
+
+    x, weight = small_ints(3, 6, seed=0), small_ints(6, 4, seed=1)
+    copies = FrozenFp32Copies([weight])
+    assert _peftlab_cpu_kernels() == []
+    elsewhere: list[torch.Tensor] = []
+    with fp32_matmuls_for_bf16(True, copies, "kernels") as outer:
+        assert _peftlab_cpu_kernels() == ["aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm"]
+        with fp32_matmuls_for_bf16(True, copies, "kernels") as inner:
+            first = x @ weight  # makes the weight's copy
+        weight.data.mul_(2)  # through .data: the copy is stale, so a rerouted product still gives `first`
+        thread = threading.Thread(target=lambda: elsewhere.append(x @ weight))
+        thread.start()
+        thread.join()
+        stale = x @ weight
+        y = torch.randn(5, 3)
+        assert torch.equal(y @ torch.eye(3), y)  # fp32 products: torch's kernel through its out= variant
+        with pytest.raises(RuntimeError):
+            torch.mm(torch.randn(2, 3), torch.randn(4, 5))  # a shape error is still torch's error
+    assert _peftlab_cpu_kernels() == []
+    assert inner.counts["mm.default"] == 1 and outer.counts["mm.default"] == 1
+    assert torch.equal(stale, first)
+    assert torch.equal(elsewhere[0], 2 * first)  # the other thread read the weight itself
+    with pytest.raises(ValueError, match="auto, kernels or mode"):
+        Fp32MatmulsForBf16(implementation="fast")
+
+
 def test_frozen_fp32_copies_follow_in_place_changes_and_refuse_what_they_cannot_serve():
     def small_ints(*shape, seed):  # every product and sum exact in fp32 and bf16: results compare with equal
         return torch.randint(-4, 5, shape, generator=torch.Generator().manual_seed(seed)).bfloat16()

@@ -200,7 +200,8 @@ def _status(suite: Suite, res: Results, planned: list[PlannedRun], lines: list[d
                   "up to the order of the fp32 sums (peftlab.train.bf16_gemm: a LoRA step on SmolLM2 took 2.6 s there against 2.2 s in fp32 and "
                   "83 s in torch's emulated kernels; reading the frozen weights from fp32 copies, the same bits, "
                   "since 2026-12-07: 2.5 s against 2.8 s upcasting them at every product, on an AVX512 CPU without "
-                  "bf16). TorchDynamo does not trace under that mode, so such a run of "
+                  "bf16; 1.95 s against 2.05 s since the products' CPU kernels are replaced instead of every op passing "
+                  "through a dispatch mode, the same bits). Compile is skipped there, so such a run of "
                   "an arm with compile trains eagerly (its result line says `compiled: false`). The machine that "
                   "finished each run is in its result line (Hardware and versions, below).")
         md.append("")

@@ -14,10 +14,12 @@ model each time; :class:`FrozenFp32Copies` keeps one fp32 copy of each registere
 (exact, as the upcast is; renewed when the weight changes in place), which costs 4 bytes a frozen parameter of memory.
 ``peftlab train`` and :class:`~peftlab.integrations.PeftlabTrainer` register the model's frozen weights.
 
-It is a :class:`~torch.utils._python_dispatch.TorchDispatchMode`, so it costs a Python call per aten op, and
-TorchDynamo does not trace under it: a ``run.compile`` model runs its blocks eagerly inside the mode (the loop
-skips compiling and says so, and its ``metrics.json`` records ``compiled: false``). ``PEFTLAB_BF16_MATMULS`` chooses
-(:func:`matmul_choice`); ``peftlab train`` turns the mode on by :func:`wanted`.
+While a context is entered, the CPU kernels of the four product ops are Python functions (a ``torch.library``
+override, removed on exit), so a step makes one Python call per product and none for its other ops; where this
+torch cannot remove such an override, a :class:`~torch.utils._python_dispatch.TorchDispatchMode` (one Python call per
+op of any kind) computes the same bits. A ``run.compile`` model runs its blocks eagerly under it (the loop skips
+compiling and says so, and its ``metrics.json`` records ``compiled: false``). ``PEFTLAB_BF16_MATMULS`` chooses
+(:func:`matmul_choice`); ``peftlab train`` turns it on by :func:`wanted`.
 
     with fp32_matmuls_for_bf16():
         with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -28,8 +30,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
+import warnings
 from collections import Counter
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -101,17 +105,44 @@ class FrozenFp32Copies:
         return copy.as_strided(value.size(), value.stride())
 
 
-class Fp32MatmulsForBf16(TorchDispatchMode):
+class Fp32MatmulsForBf16:
     """Every matrix product with a bf16 operand computed in fp32 and rounded to bf16 once (see the module doc),
-    frozen weights registered in ``copies`` read from their fp32 copies.
+    frozen weights registered in ``copies`` read from their fp32 copies. A context manager.
+
+    ``implementation``: ``"kernels"`` replaces the CPU kernels of the four product ops while entered (one Python
+    call per product; the other ops of a step never leave C++), ``"mode"`` is a
+    :class:`~torch.utils._python_dispatch.TorchDispatchMode` (one Python call per op of any kind: ~11 % of a LoRA
+    step on SmolLM2), ``"auto"`` the kernels where this torch can register and remove them. Both compute the same
+    bits (``tests/test_bf16_gemm.py``). The kernels are the process's while entered: a product on another thread
+    then runs torch's own kernel through the same Python call.
 
     ``counts`` tallies the products it rerouted, by op name, so a caller can check that it did something;
     ``counts["cached operands"]`` the operands served from ``copies``."""
 
-    def __init__(self, copies: FrozenFp32Copies | None = None) -> None:
-        super().__init__()
+    def __init__(self, copies: FrozenFp32Copies | None = None, implementation: str = "auto") -> None:
+        if implementation not in ("auto", "kernels", "mode"):
+            raise ValueError(f"implementation: expected auto, kernels or mode, got {implementation!r}")
+        if implementation == "auto":
+            implementation = "kernels" if _ProductKernels.supported() else "mode"
+        self.implementation = implementation
         self.counts: Counter[str] = Counter()
         self.copies = copies
+        self._mode: _ProductMode | None = None
+
+    def __enter__(self) -> "Fp32MatmulsForBf16":
+        if self.implementation == "kernels":
+            _ProductKernels.push(self)
+        else:
+            self._mode = _ProductMode(self)
+            self._mode.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._mode is not None:
+            mode, self._mode = self._mode, None
+            mode.__exit__(*exc)
+        else:
+            _ProductKernels.pop(self)
 
     def _upcast(self, value: Any) -> Any:
         if not (isinstance(value, torch.Tensor) and value.dtype == torch.bfloat16):
@@ -122,24 +153,109 @@ class Fp32MatmulsForBf16(TorchDispatchMode):
         self.counts["cached operands"] += 1
         return cached
 
+    def reroutes(self, args: tuple) -> bool:
+        """Whether a product with these operands goes through fp32 (one of them is bf16)."""
+        return any(isinstance(a, torch.Tensor) and a.dtype == torch.bfloat16 for a in args)
+
+    def product(self, name: str, func: Callable[..., torch.Tensor], args: tuple, kwargs: dict) -> torch.Tensor:
+        """``func`` (a product op, or its ``out=`` variant with an empty ``out`` still to give) on the upcast
+        operands, rounded to bf16 once."""
+        self.counts[name] += 1
+        args = tuple(self._upcast(a) for a in args)
+        kwargs = {k: self._upcast(v) for k, v in kwargs.items()}
+        return func(*args, **kwargs).to(torch.bfloat16)
+
+
+class _ProductMode(TorchDispatchMode):
+    """The ``"mode"`` implementation: every aten op passes through here, the bf16 products are rerouted."""
+
+    def __init__(self, owner: Fp32MatmulsForBf16) -> None:
+        super().__init__()
+        self.owner = owner
+
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if func in MATMUL_OPS and any(isinstance(a, torch.Tensor) and a.dtype == torch.bfloat16 for a in args):
-            self.counts[func.__name__] += 1
-            out = func(*(self._upcast(a) for a in args), **{k: self._upcast(v) for k, v in kwargs.items()})
-            return out.to(torch.bfloat16)
+        if func in MATMUL_OPS and self.owner.reroutes(args):
+            return self.owner.product(func.__name__, func, args, kwargs)
         return func(*args, **kwargs)
 
 
+class _ProductKernels:
+    """The ``"kernels"`` implementation: while a context is entered, the CPU kernels of ``mm``, ``addmm``, ``bmm`` and
+    ``baddbmm`` are Python functions (a ``torch.library`` override, removed when the last context exits) that
+    compute through the ops' ``out=`` variants, the same C++ kernels as the ops themselves: a bf16 product in fp32
+    for the innermost context entered on this thread, anything else as torch would."""
+
+    _local = threading.local()  # .stack: the contexts entered on this thread, innermost last
+    _lock = threading.Lock()
+    _library: Any = None
+    _users = 0
+
+    @staticmethod
+    def supported() -> bool:
+        return hasattr(torch.library, "Library") and hasattr(torch.library.Library, "_destroy")
+
+    @classmethod
+    def push(cls, owner: Fp32MatmulsForBf16) -> None:
+        with cls._lock:
+            if cls._users == 0:
+                cls._register()
+            cls._users += 1
+        cls._stack().append(owner)
+
+    @classmethod
+    def pop(cls, owner: Fp32MatmulsForBf16) -> None:
+        stack = cls._stack()
+        if owner in stack:
+            stack.remove(owner)
+        with cls._lock:
+            cls._users -= 1
+            if cls._users == 0:
+                library, cls._library = cls._library, None
+                library._destroy()  # torch's own CPU kernels again
+
+    @classmethod
+    def _stack(cls) -> list[Fp32MatmulsForBf16]:
+        if not hasattr(cls._local, "stack"):
+            cls._local.stack = []
+        return cls._local.stack
+
+    @classmethod
+    def _register(cls) -> None:
+        library = torch.library.Library("aten", "IMPL")
+        with warnings.catch_warnings():  # "Overriding a previously registered kernel": that is the point
+            warnings.simplefilter("ignore")
+            for op in MATMUL_OPS:
+                library.impl(op._schema.name.split("::")[1], cls._kernel(op), "CPU")
+        cls._library = library
+
+    @classmethod
+    def _kernel(cls, op: Any) -> Callable[..., torch.Tensor]:
+        name, out_variant = op.__name__, op.overloadpacket.out
+
+        def with_out(*args: Any, **kwargs: Any) -> torch.Tensor:  # the op itself; out is resized by the kernel
+            first = args[0]
+            return out_variant(*args, **kwargs, out=torch.empty(0, dtype=first.dtype, device=first.device))
+
+        def kernel(*args: Any, **kwargs: Any) -> torch.Tensor:
+            stack = getattr(cls._local, "stack", None)
+            owner = stack[-1] if stack else None
+            if owner is not None and owner.reroutes(args):
+                return owner.product(name, with_out, args, kwargs)
+            return with_out(*args, **kwargs)
+
+        return kernel
+
+
 @contextlib.contextmanager
-def fp32_matmuls_for_bf16(enabled: bool = True,
-                          copies: FrozenFp32Copies | None = None) -> Iterator[Fp32MatmulsForBf16 | None]:
+def fp32_matmuls_for_bf16(enabled: bool = True, copies: FrozenFp32Copies | None = None,
+                          implementation: str = "auto") -> Iterator[Fp32MatmulsForBf16 | None]:
     """Inside: :class:`Fp32MatmulsForBf16` when ``enabled`` (yields it), with the frozen weights' fp32 ``copies``
     if given; else nothing changes (yields None)."""
     if not enabled:
         yield None
         return
-    with Fp32MatmulsForBf16(copies) as mode:
+    with Fp32MatmulsForBf16(copies, implementation) as mode:
         yield mode
 
 

@@ -242,8 +242,8 @@ class FinetuneRecipe:
         if recipe.run.gradient_checkpointing:
             peft_model.gradient_checkpointing_enable()
         if recipe.run.compile and self.fp32_matmuls:
-            warnings.warn("run.compile is skipped: the blocks run eagerly, because TorchDynamo does not trace under "
-                          "the mode that computes bf16 matrix products with fp32 kernels on this CPU "
+            warnings.warn("run.compile is skipped: the blocks run eagerly, with the bf16 matrix products computed by "
+                          "fp32 kernels on this CPU (compile is not supported with them) "
                           f"(peftlab.train.bf16_gemm; {bf16_gemm.ENV_VAR}=native keeps compile, with torch's "
                           "emulated bf16 kernels)", UserWarning, stacklevel=2)
         elif recipe.run.compile:
