@@ -202,6 +202,22 @@ def test_solo_verdict_rule(suite, solo, lora, expected):
         assert "loses to LoRA" in verdict.reason
 
 
+def test_e2e_verdicts_give_the_dev_loss_as_context_without_changing_the_rule(suite):
+    """Solo with the lower dev loss but the lower BLEU: the cell shows both, the verdict follows BLEU."""
+    solo = [line("e2e-mini", "e2e", "solo-r4", seed, e2e_metrics(b), dev={"dev_loss": loss})
+            for seed, (b, loss) in enumerate([(0.600, 2.60), (0.602, 2.61)])]
+    lora = [line("e2e-mini", "e2e", "lora", seed, e2e_metrics(b), dev={"dev_loss": loss})
+            for seed, (b, loss) in enumerate([(0.650, 2.64), (0.652, 2.65)])]
+    kernel = [line("e2e-mini", "e2e", "kernel-mix", seed, e2e_metrics(0.64), dev={"dev_loss": 2.7}) for seed in (0, 1)]
+    verdict = verdict_solo(results_of(suite, solo + lora))
+    assert verdict.status == "does not hold"
+    assert ("best dev loss (context, not the claim's metric) solo-r4 2.6050 ± 0.0071 (n=2) vs lora 2.6450 ± 0.0071 "
+            "(n=2): d = +0.0400, u = 0.0141 (better)") in verdict.measured
+    verdict = verdict_kernel_mix(results_of(suite, kernel + lora))
+    assert "best dev loss (context, not the claim's metric) kernel-mix 2.7000 ± 0.0000 (n=2) vs lora" in verdict.measured
+    assert "d = -0.0550" in verdict.measured
+
+
 def test_solo_verdict_checks_the_parameter_ratio(suite):
     res = results_of(suite, seeds("e2e-mini", "e2e", "solo-r4", [0.7, 0.71, 0.72], trainable_params=180_000)
                      + seeds("e2e-mini", "e2e", "lora", [0.6, 0.61, 0.62]))

@@ -267,6 +267,17 @@ CLAIMS = {
 }
 
 
+def _dev_loss_context(res: Results, a: tuple[str, str, str], b: tuple[str, str, str]) -> str:
+    """Context for an E2E claim, not part of its rule: the two arms' best dev losses (lower is better), which can
+    rank them differently from the decoded metrics."""
+    def losses(cell: tuple[str, str, str]) -> list[float | None]:
+        return [_number(sub(r, "dev").get("dev_loss")) for r in res.get(*cell)]
+
+    dev = compare(losses(a), losses(b), higher_is_better=False)
+    return (f"best dev loss (context, not the claim's metric) {a[2]} {dev.a.text()} vs {b[2]} {dev.b.text()}: "
+            f"{dev.text()}")
+
+
 def verdict_solo(res: Results, protocol: str = "e2e-mini") -> Verdict:
     claim = CLAIMS["a"]
     cells = [(protocol, "e2e", "solo-r4"), (protocol, "e2e", "lora")]
@@ -284,6 +295,7 @@ def verdict_solo(res: Results, protocol: str = "e2e-mini") -> Verdict:
              f"solo-r4 better on {wins} of 5 metrics"]
     if default.a.n:
         parts.append(f"default solo BLEU {default.a.text()}: {default.text()}")
+    parts.append(_dev_loss_context(res, cells[0], cells[1]))
     parts.append(f"budget ({protocol}): {res.budget(protocol)}")
     measured = "; ".join(parts)
     if main.outcome == "insufficient":
@@ -316,6 +328,8 @@ def verdict_kernel_mix(res: Results, nlg: str = "e2e-mini", nlu: str = "glue-min
         return _not_run(claim, done, total)
     parts = [f"{t} {name}: kernel-mix {c.a.text()} vs lora {c.b.text()}, {c.text()}"
              for (p, t), (name, c) in comparisons.items() if c.d is not None]
+    if comparisons[(nlg, "e2e")][1].d is not None:
+        parts.append(_dev_loss_context(res, (nlg, "e2e", "kernel-mix"), (nlg, "e2e", "lora")))
     authors = compare(res.values(nlg, "e2e", "kernel-mix-authors", "BLEU"), res.values(nlg, "e2e", "lora", "BLEU"))
     if authors.a.n:
         parts.append(f"authors' preset (kernel-mix-authors) BLEU {authors.a.text()}: {authors.text()}")
