@@ -51,8 +51,8 @@ class FrozenFp32Copies:
     anything else is upcast as before. A copy is made at the first product that reads the weight and made again
     when the weight has changed in place since (its version counter); a weight replaced through ``.data`` is no
     longer the registered storage and is upcast. An in-place change made through ``.data`` (``p.data.add_(...)``)
-    does not move the version counter (autograd does not see it either): after one, call :meth:`drop_copies`. Holding a registered weight keeps its storage alive, so its address
-    cannot be reused by another tensor."""
+    does not move the version counter (autograd does not see it either): after one, call :meth:`drop_copies`.
+    Holding a registered weight keeps its storage alive, so its address cannot be reused by another tensor."""
 
     def __init__(self, tensors: Iterable[torch.Tensor] = ()) -> None:
         self._entries: dict[int, list[Any]] = {}  # storage address -> [weight alias, fp32 copy or None, version]
@@ -112,9 +112,10 @@ class Fp32MatmulsForBf16:
     ``implementation``: ``"kernels"`` replaces the CPU kernels of the four product ops while entered (one Python
     call per product; the other ops of a step never leave C++), ``"mode"`` is a
     :class:`~torch.utils._python_dispatch.TorchDispatchMode` (one Python call per op of any kind: a LoRA step on
-    SmolLM2 took 5 % longer, greedy decoding 24 % longer; docs/training.md), ``"auto"`` the kernels where this torch can register and remove them. Both compute the same
-    bits (``tests/test_bf16_gemm.py``). The kernels are the process's while entered: a product on another thread
-    then runs torch's own kernel through the same Python call.
+    SmolLM2 took 5 % longer, greedy decoding 24 % longer; docs/training.md), ``"auto"`` the kernels where this torch
+    can register and remove them. Both compute the same bits (``tests/test_bf16_gemm.py``). The kernels are the
+    process's while entered: a product on another thread then runs torch's own kernel through the same Python call.
+    Enter and exit a context on the same thread.
 
     ``counts`` tallies the products it rerouted, by op name, so a caller can check that it did something;
     ``counts["cached operands"]`` the operands served from ``copies``."""
@@ -251,7 +252,7 @@ class _ProductKernels:
 def fp32_matmuls_for_bf16(enabled: bool = True, copies: FrozenFp32Copies | None = None,
                           implementation: str = "auto") -> Iterator[Fp32MatmulsForBf16 | None]:
     """Inside: :class:`Fp32MatmulsForBf16` when ``enabled`` (yields it), with the frozen weights' fp32 ``copies``
-    if given; else nothing changes (yields None)."""
+    if given and its ``implementation`` (``auto``, ``kernels`` or ``mode``); else nothing changes (yields None)."""
     if not enabled:
         yield None
         return
