@@ -46,7 +46,8 @@ DIFFERENCES = [
     "Hardware: CPU training on 2 cores, not GPUs in fp32/fp16: the E2E protocols in bf16 (native bf16 kernels, or "
     "on a CPU that only emulates bf16, bf16 products through fp32 kernels), the GLUE ones in fp32; the machines "
     "that finished the runs are counted under Hardware and versions.",
-    "Prefix-length study on MRPC only (one GLUE task), not on every task and not on E2E.",
+    "Prefix-length study on SST-2 only (one GLUE task; on MRPC, the first choice, the prefix arms stayed at the "
+    "majority class at this budget), not on every task and not on E2E.",
     "Methods reconstructed where the papers' text or code is unavailable (Solo Connection, the gated residual "
     "prefix): every unknown is a config knob, see docs/methods/.",
 ]

@@ -369,7 +369,7 @@ def _prefix_cells(res: Results, protocol: str, task: str, variants: Sequence[str
 def verdict_stability(res: Results, protocol: str = "prefix-length") -> Verdict:
     claim = CLAIMS["c1"]
     tasks = res.tasks(protocol)
-    task = tasks[0] if tasks else "mrpc"
+    task = tasks[0] if tasks else "sst2"
     done, total = res.progress(_prefix_cells(res, protocol, task, ("plain", "residual+gate")))
     stats = {v: _length_stats(res, protocol, task, v) for v in PREFIX_VARIANTS}
     if total == 0 or not any(s.n for v in ("plain", "residual+gate") for s in stats[v].values()):
@@ -418,7 +418,7 @@ def _steps_compare(res: Results, protocol: str, task: str, a: str, b: str) -> Co
 def verdict_convergence(res: Results, protocol: str = "prefix-length") -> Verdict:
     claim = CLAIMS["c2"]
     tasks = res.tasks(protocol)
-    task = tasks[0] if tasks else "mrpc"
+    task = tasks[0] if tasks else "sst2"
     done, total = res.progress(_prefix_cells(res, protocol, task, ("plain", "residual")))
     main = _steps_compare(res, protocol, task, "residual", "plain")
     if total == 0 or main.d is None:
@@ -449,7 +449,7 @@ def long_lengths(lengths: Sequence[int]) -> list[int]:
 def verdict_best(res: Results, protocol: str = "prefix-length", e2e: str = "e2e-mini") -> Verdict:
     claim = CLAIMS["c3"]
     tasks = res.tasks(protocol)
-    task = tasks[0] if tasks else "mrpc"
+    task = tasks[0] if tasks else "sst2"
     done, total = res.progress(_prefix_cells(res, protocol, task, PREFIX_VARIANTS))
     stats = {v: _length_stats(res, protocol, task, v) for v in PREFIX_VARIANTS}
     if total == 0 or not any(s.n for v in PREFIX_VARIANTS for s in stats[v].values()):
