@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from peftlab.bench.docs import PLOT_FILES, write_benchmarks_doc
+from peftlab.bench.docs import PLOT_FILES, MajorityFloor, majority_floors, write_benchmarks_doc
 from peftlab.bench.results import ResultsFileError
 from peftlab.bench.runner import _normalised, resolved_recipe
 from peftlab.bench.suite import Suite, load_suite
@@ -515,3 +515,36 @@ def test_runs_that_never_beat_the_untrained_model_are_named(tmp_path, suite):
     mini = section(md, "## Protocol `e2e-mini`")
     note = next(l for l in mini.splitlines() if l.startswith("Never better than before training"))
     assert "solo seed 0" in note and "lora" not in note
+
+
+# ----------------------------------------------------------------------------------------------- majority class
+def test_majority_floors_from_the_real_dev_labels(shared_data, tmp_path):
+    """MRPC's dev set is 279 of 408 paraphrases: labelling every pair one gives F1 0.8122; STS-B (a regression) has no
+    floor; without the data there is none either."""
+    floors = majority_floors(["mrpc", "sst2", "stsb"], shared_data)
+    assert set(floors) == {"mrpc", "sst2"}
+    mrpc = floors["mrpc"]
+    assert mrpc.n == 408 and mrpc.label == "equivalent"
+    assert mrpc.metrics["accuracy"] == pytest.approx(279 / 408)
+    assert mrpc.metrics["f1"] == pytest.approx(2 * 279 / (2 * 279 + 129))
+    assert floors["sst2"].n == 872 and floors["sst2"].metrics["accuracy"] == pytest.approx(444 / 872)
+    assert majority_floors(["mrpc"], tmp_path / "no-data") == {}
+
+
+def test_glue_tables_show_the_floor_and_name_the_arms_at_it(tmp_path, suite, monkeypatch):
+    """Under a GLUE table scored on the whole dev set: the floor's metrics, and the arms within 0.01 of it on the
+    headline metric; a protocol scored on part of the dev set gets no floor."""
+    import peftlab.bench.docs as docs
+
+    floor = MajorityFloor("positive", 872, {"accuracy": 0.5092})
+    monkeypatch.setattr(docs, "majority_floors", lambda tasks, data_dir=None: {"sst2": floor})
+    records = (seeds("glue-mini", "sst2", "lora", [0.82, 0.83], name="accuracy", n_inputs=872)
+               + seeds("glue-mini", "sst2", "kernel-mix", [0.5092, 0.515], name="accuracy", n_inputs=872))
+    md, _ = render(tmp_path, suite, records)
+    note = next(line for line in md.splitlines() if line.startswith("Majority class"))
+    assert note == ("Majority class (every one of the 872 dev examples labelled `positive`): accuracy 0.5092. Within "
+                    "0.01 of it on accuracy (no better than labelling everything `positive`): kernel-mix.")
+    partial = seeds("glue-mini", "sst2", "lora", [0.84, 0.85], name="accuracy", n_inputs=400)
+    (tmp_path / "partial").mkdir()
+    md, _ = render(tmp_path / "partial", suite, partial)
+    assert "Majority class" not in md

@@ -12,6 +12,7 @@ import math
 import os
 import platform
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -20,7 +21,7 @@ from .runner import (NOT_NEEDED, PlannedRun, adoptable, choose_lr, extension_sta
                      selection_score, step_line)
 from .suite import RunSpec, Suite, extension_values
 from .verdicts import (PREFIX_VARIANTS, RULES, Results, Stat, all_verdicts, convergence_steps, curve, fmt, headline,
-                       metric_names, seed_method_losses, spread, stat, sub)
+                       metric_names, metric_value, seed_method_losses, spread, stat, sub)
 
 __all__ = ["PLOT_FILES", "render_benchmarks_doc", "write_benchmarks_doc", "write_plots"]
 
@@ -57,15 +58,19 @@ def write_benchmarks_doc(suite: Suite, results_path: Path, out: Path, *, runs_di
                          data_dir: str | Path | None = None) -> Path:
     """Write ``out`` (markdown) and its plots in ``out.with_suffix("")``; returns ``out``.
 
-    ``data_dir`` is accepted for the CLI's sake; every number comes from the results file. A line of the results
-    file that does not parse raises :class:`~peftlab.bench.results.ResultsFileError` (file:line)."""
+    Every number comes from the results file, except the majority-class floor of each GLUE classification task,
+    read from its dev labels under ``data_dir`` (default ``$PEFTLAB_DATA_DIR``; without the data, no floor is shown).
+    A line of the results file that does not parse raises :class:`~peftlab.bench.results.ResultsFileError`
+    (file:line)."""
     out = Path(out)
     lines = read_results(results_path)
     plot_dir = out.with_suffix("")
     source = Path(results_path)
+    glue_tasks = {spec.task for spec in suite.runs if spec.task != "e2e"}
     text = render_benchmarks_doc(suite, lines, plan(suite, source, Path(runs_dir)),
                                  lambda res: write_plots(res, plot_dir), plot_dir.name,
-                                 source.as_posix() if not source.is_absolute() else source.name)
+                                 source.as_posix() if not source.is_absolute() else source.name,
+                                 floors=majority_floors(sorted(glue_tasks), data_dir))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text, encoding="utf-8")
     return out
@@ -73,10 +78,12 @@ def write_benchmarks_doc(suite: Suite, results_path: Path, out: Path, *, runs_di
 
 def render_benchmarks_doc(suite: Suite, lines: list[dict[str, Any]], planned: list[PlannedRun],
                           plots: Callable[[Results], dict[str, str | None]] | None = None,
-                          plot_folder: str = "benchmarks", source: str = "benchmarks/results/quality.jsonl") -> str:
+                          plot_folder: str = "benchmarks", source: str = "benchmarks/results/quality.jsonl",
+                          floors: dict[str, MajorityFloor] | None = None) -> str:
     """The markdown page. ``lines``: every result line in file order; ``planned``: runner.plan of the suite;
     ``plots``: writes the figures and returns {plot file: caption or None when there is no data}; ``source``: the
-    results file as the page names it."""
+    results file as the page names it; ``floors``: :func:`majority_floors` of the GLUE tasks (shown under their
+    tables)."""
     latest = latest_by_key(lines)
     keys = {spec.key for spec in suite.runs}
     stale = {p.spec.key for p in planned if _not_comparable(p)}
@@ -96,7 +103,7 @@ def render_benchmarks_doc(suite: Suite, lines: list[dict[str, Any]], planned: li
     md += ["## Differences from the papers' protocols", ""] + [f"- {d.replace('{lr_grids}', grids)}"
                                                               for d in DIFFERENCES] + [""]
     for name in suite.protocols:
-        md += _protocol_section(suite, res, name, latest)
+        md += _protocol_section(suite, res, name, latest, floors or {})
     md += ["## Plots", ""]
     for file in PLOT_FILES:
         caption = made.get(file)
@@ -253,8 +260,8 @@ def _verdicts(res: Results) -> list[str]:
 
 
 # --------------------------------------------------------------------------------------------------------- protocols
-def _protocol_section(suite: Suite, res: Results, name: str, latest: dict[str, dict[str, Any]] | None = None
-                      ) -> list[str]:
+def _protocol_section(suite: Suite, res: Results, name: str, latest: dict[str, dict[str, Any]] | None = None,
+                      floors: dict[str, MajorityFloor] | None = None) -> list[str]:
     """One protocol's section; ``latest``: the newest line of every key, compared or not (the copies an lr check
     will make are shown from it)."""
     raw = suite.protocols[name] or {}
@@ -270,7 +277,62 @@ def _protocol_section(suite: Suite, res: Results, name: str, latest: dict[str, d
         if len(res.tasks(name)) > 1 or raw.get("task") == "glue":
             md += [f"### {name} / {task}", ""]
         md += _prefix_table(res, name, task) if raw.get("prefix_lengths") else _arm_table(res, name, task)
+        md += _majority_note(res, name, task, (floors or {}).get(task))
     return md
+
+
+@dataclass(frozen=True)
+class MajorityFloor:
+    """What predicting a GLUE task's most frequent dev label for every dev example scores."""
+
+    label: str
+    n: int
+    metrics: dict[str, float]
+
+
+NEAR_FLOOR = 0.01
+"""An arm whose mean headline metric is less than this above the majority-class floor is named as at the floor."""
+
+
+def majority_floors(tasks: Sequence[str], data_dir: str | Path | None = None) -> dict[str, MajorityFloor]:
+    """{task: its majority-class floor on the whole dev set} for the classification tasks among ``tasks`` whose dev
+    data is found (regression tasks such as STS-B have none: a constant has no correlation)."""
+    from ..data import load_glue
+    from ..errors import DataError
+    from ..metrics.glue import glue_metrics
+
+    floors = {}
+    for task in tasks:
+        try:
+            dev = load_glue(task, "dev", data_dir)
+        except DataError:  # no data here (DataError is a ValueError): the page shows no floor for it
+            continue
+        if dev.task.task_type != "classification" or not dev.examples:
+            continue
+        labels = [int(e.label) for e in dev.examples]
+        majority = Counter(labels).most_common(1)[0][0]
+        floors[task] = MajorityFloor(dev.task.label_names[majority], len(labels),
+                                     glue_metrics(dev.task, [majority] * len(labels), labels))
+    return floors
+
+
+def _majority_note(res: Results, protocol: str, task: str, floor: MajorityFloor | None) -> list[str]:
+    """The floor under a GLUE table, and the arms (or prefix variants) whose headline mean is within
+    :data:`NEAR_FLOOR` of it, when the protocol scored the whole dev set (``n_inputs``)."""
+    groups = [(arm, g) for (p, t, arm), g in res.groups.items() if (p, t) == (protocol, task) and g]
+    if floor is None or not groups or any(r.get("n_inputs") != floor.n for _, g in groups for r in g):
+        return []
+    name = headline(task)
+    value = floor.metrics.get(name)
+    scores = ", ".join(f"{k} {v:.4f}" for k, v in floor.metrics.items())
+    md = [f"Majority class (every one of the {floor.n} dev examples labelled `{floor.label}`): {scores}."]
+    near = [arm for arm, group in groups
+            if value is not None and (m := stat(metric_value(r, name) for r in group).mean) is not None
+            and m - value < NEAR_FLOOR]
+    if near:
+        md[0] += (f" Within {NEAR_FLOOR} of it on {name} (no better than labelling everything `{floor.label}`): "
+                  f"{', '.join(near)}.")
+    return md + [""]
 
 
 def _arm_table(res: Results, protocol: str, task: str) -> list[str]:
