@@ -73,8 +73,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--runs", nargs="+", default=["bfloat16:1", "bfloat16:1:transformers", "bfloat16:4",
                                                       "bfloat16:4:transformers"],
-                        help="WEIGHTS:BEAMS[:VARIANT] entries: WEIGHTS float32 or bfloat16, VARIANT transformers "
-                             "(plain generate), old-head or drop-finished")
+                        help="WEIGHTS:BEAMS[:VARIANT] entries: WEIGHTS float32 or bfloat16, VARIANT one of "
+                             f"{', '.join(VARIANTS)} (see above)")
     parser.add_argument("--beam-limit", type=int, default=None,
                         help="decode only the first N MRs in the beam-search entries (default: --limit)")
     parser.add_argument("--adapter", default=None, help="a saved adapter folder (a run's adapter/) instead of a "

@@ -309,10 +309,10 @@ def majority_floors(tasks: Sequence[str], data_dir: str | Path | None = None) ->
             continue
         if dev.task.task_type != "classification" or not dev.examples:
             continue
+        label = max(dev.label_counts, key=dev.label_counts.__getitem__)  # the split's own per-label counts
+        majority = list(dev.task.label_names).index(label)
         labels = [int(e.label) for e in dev.examples]
-        majority = Counter(labels).most_common(1)[0][0]
-        floors[task] = MajorityFloor(dev.task.label_names[majority], len(labels),
-                                     glue_metrics(dev.task, [majority] * len(labels), labels))
+        floors[task] = MajorityFloor(label, len(labels), glue_metrics(dev.task, [majority] * len(labels), labels))
     return floors
 
 
