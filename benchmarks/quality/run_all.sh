@@ -27,7 +27,8 @@ bench() {
 # SmolLM2 against 83 s in torch's emulated kernels), eagerly (TorchDynamo does not trace under that mode), so every
 # protocol runs on any machine. The order puts first what the verdicts still need: after the GLUE lrs, a second and
 # third seed of the E2E arms of claims (a) and (b) (LoRA, Solo at 0.40x, Kernel-mix matched), interleaved with the
-# GLUE seeds and the prefix-length study (claims b, c), then everything else.
+# GLUE seeds and the prefix-length study (claims b, c), the arms a claim names before the others of a seed, then
+# everything else.
 claims_e2e=(--arm lora --arm solo-r4 --arm kernel-mix)
 bench --protocol lr-grid-e2e
 bench --protocol lr-check-e2e --arm lora --arm 'solo*' --arm kernel-mix --arm gated-prefix --arm prefix
@@ -36,9 +37,11 @@ bench --protocol lr-check-glue
 bench --protocol glue-mini --seed 0
 bench --protocol e2e-mini --seed 1 "${claims_e2e[@]}"
 bench --protocol prefix-length --seed 0
+bench --protocol glue-mini --seed 1 --arm lora --arm kernel-mix   # claim (b): both at 2 seeds on every task
+bench --protocol prefix-length --seed 1                              # claim (c): 2 seeds at every length
+bench --protocol e2e-mini --seed 2 "${claims_e2e[@]}"               # claims (a), (b): 3 seeds
 bench --protocol glue-mini --seed 1
-bench --protocol prefix-length --seed 1
-bench --protocol e2e-mini --seed 2 "${claims_e2e[@]}"
+bench --protocol glue-mini --seed 2 --arm lora --arm kernel-mix
 bench --protocol glue-mini --seed 2
 bench --protocol prefix-length --seed 2
 bench --protocol lr-check-e2e
