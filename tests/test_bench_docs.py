@@ -534,7 +534,7 @@ def test_majority_floors_from_the_real_dev_labels(shared_data, tmp_path):
 def test_glue_tables_show_the_floor_and_name_the_arms_at_it(tmp_path, suite, monkeypatch):
     """Under a GLUE table scored on the whole dev set: the floor's metrics, and the arms within 0.01 of it on the
     headline metric; a protocol scored on part of the dev set gets no floor."""
-    import peftlab.bench.docs as docs
+    import peftlab.bench.docs.page as docs  # where write_benchmarks_doc looks the floors up
 
     floor = MajorityFloor("positive", 872, {"accuracy": 0.5092})
     monkeypatch.setattr(docs, "majority_floors", lambda tasks, data_dir=None: {"sst2": floor})
