@@ -139,7 +139,48 @@ def register_cli(subparsers) -> None:
     parser.add_argument("--print-config", action="store_true",
                         help="print the resolved recipe (after overrides) as YAML and exit")
     parser.set_defaults(func=_run)
+    _register_predict(subparsers)
     _register_recipes(subparsers)
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from .predict import predict
+
+    overrides = list(args.overrides)
+    for key, value in (("data.eval_limit", args.eval_limit), ("data.data_dir", args.data_dir)):
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    if args.bf16:
+        overrides.append("run.bf16=true")
+    metrics = predict(args.run_dir, overrides, output_dir=args.output_dir, overwrite=args.overwrite,
+                      progress=not args.no_progress)
+    shown = {k: v for k, v in metrics.items() if isinstance(v, float)}
+    print("[predict] " + "  ".join(f"{k}={v:.4g}" for k, v in shown.items()))
+    return 0
+
+
+def _register_predict(subparsers) -> None:
+    from .predict import PREDICT_KEYS
+
+    parser = subparsers.add_parser(
+        "predict", help="evaluate a finished run again from its adapter, with other decoding settings (beam search, "
+                        "another part of the test set), without training",
+        description="Rebuild a finished `peftlab train` run's model from its config.yaml and adapter/, run its "
+                    "task's final evaluation (E2E: decode the test MRs and score them; GLUE: predict and score the dev "
+                    "set) and write predictions.txt, metrics.json, meta.json and config.yaml to a new folder. "
+                    "Overridable keys: " + ", ".join(k + "*" if k.endswith(".") else k for k in PREDICT_KEYS) +
+                    " (`peftlab train --help-recipe` explains them).")
+    parser.add_argument("run_dir", help="the run folder (a `peftlab train` --output-dir)")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                        help="e.g. decode.num_beams=10 decode.length_penalty=0.9 decode.no_repeat_ngram_size=4")
+    parser.add_argument("--output-dir", help="where the results go (default: RUN_DIR/predict-<the overrides>)")
+    parser.add_argument("--eval-limit", type=int, help="evaluate only the first this many inputs (data.eval_limit)")
+    parser.add_argument("--data-dir", help="folder holding e2e/ and glue/ (default: the run's, else "
+                                           "$PEFTLAB_DATA_DIR)")
+    parser.add_argument("--bf16", action="store_true", help="bf16 frozen weights (run.bf16=true), whatever the run had")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output-dir")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.set_defaults(func=_predict)
 
 
 def _recipes_ls(args: argparse.Namespace) -> int:
