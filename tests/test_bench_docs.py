@@ -548,3 +548,36 @@ def test_glue_tables_show_the_floor_and_name_the_arms_at_it(tmp_path, suite, mon
     (tmp_path / "partial").mkdir()
     md, _ = render(tmp_path / "partial", suite, partial)
     assert "Majority class" not in md
+
+
+# ------------------------------------------------------------------------------------------------- decoding check
+def check_line(arm: str, seed: int, greedy: float, beam: float, setting: str = "beam4") -> dict[str, Any]:
+    """A line of benchmarks/quality/decoding_check.py: BLEU greedy and under the setting (other metrics fixed)."""
+    rest = {"NIST": 8.0, "METEOR": 0.42, "ROUGE_L": 0.66, "CIDEr": 2.1}
+    return {"protocol": "e2e-mini", "task": "e2e", "arm": arm, "seed": seed, "setting": setting,
+            "overrides": ["decode.num_beams=4"], "metrics": {"BLEU": beam, **rest},
+            "greedy": {"BLEU": greedy, **rest}, "n_inputs": 630, "decode_seconds": 500.0}
+
+
+def test_decoding_check_is_shown_under_its_protocol_with_paired_differences(tmp_path, suite):
+    """Lines beside the results file: greedy -> setting means per arm, and each arm minus LoRA on the same seeds,
+    greedy and under the setting (the verdicts' two-sample rule once both sides have 2 seeds)."""
+    checks = [check_line("lora", 1, 0.66, 0.67), check_line("lora", 2, 0.65, 0.68),
+              check_line("solo-r4", 1, 0.64, 0.675), check_line("solo-r4", 2, 0.63, 0.69)]
+    (tmp_path / "decoding_check.jsonl").write_text("".join(json.dumps(c) + "\n" for c in checks))
+    md, _ = render(tmp_path, suite, seeds("e2e-mini", "e2e", "lora", [0.66, 0.65]))
+    section = md[md.index("### e2e-mini: decoded again"):]
+    assert md.index("## Protocol `e2e-mini`") < md.index("### e2e-mini: decoded again") < md.index("## Protocol `e2e-solo`")
+    assert "| lora | 1, 2 | 0.6550 → 0.6750 |" in section
+    assert "| solo-r4 | 1, 2 | 0.6350 → 0.6825 |" in section
+    comparison = next(line for line in section.splitlines() if line.startswith("- solo-r4 − lora"))
+    assert "greedy: seed 1 -0.0200, seed 2 -0.0200 (mean d = -0.0200, u = 0.0141: worse)" in comparison
+    assert "beam4: seed 1 +0.0050, seed 2 +0.0100 (mean d = +0.0075, u = 0.0180: tie)" in comparison
+    (tmp_path / "decoding_check.jsonl").write_text('{"protocol": "e2e-mini", "arm": "lora"}\n')
+    with pytest.raises(ResultsFileError, match="decoding_check.jsonl:1: not a decoding-check line"):
+        render(tmp_path, suite, seeds("e2e-mini", "e2e", "lora", [0.66, 0.65]))
+
+
+def test_no_decoding_check_section_without_its_file(tmp_path, suite):
+    md, _ = render(tmp_path, suite, seeds("e2e-mini", "e2e", "lora", [0.66, 0.65]))
+    assert "decoded again" not in md

@@ -35,3 +35,20 @@ def test_gpt2_tokenizer_of_a_wrong_folder_is_an_error(tmp_path):
     (tmp_path / "gpt2-tokenizer").mkdir()
     with pytest.raises((OSError, RuntimeError, ValueError)):
         bench.load_gpt2_tokenizer(tmp_path)
+
+
+def test_decoding_check_reads_named_settings_and_skips_runs_not_finished_here(tmp_path, capsys):
+    """benchmarks/quality/decoding_check.py: NAME=KEY=VALUE,... settings; a run folder without its adapter (trained
+    elsewhere, or cut off) is skipped and nothing is recorded."""
+    check = _script("quality/decoding_check")
+    assert check.parse_setting("beam4=decode.num_beams=4,decode.length_penalty=0.9") == (
+        "beam4", ["decode.num_beams=4", "decode.length_penalty=0.9"])
+    for bad in ("beam4", "beam4=", "=decode.num_beams=4", "beam4=decode.num_beams"):
+        with pytest.raises(SystemExit, match="NAME=KEY=VALUE"):
+            check.parse_setting(bad)
+    (tmp_path / "e2e-mini" / "e2e" / "lora" / "seed0").mkdir(parents=True)
+    results = tmp_path / "checks.jsonl"
+    assert check.main(["--runs-dir", str(tmp_path), "--arms", "lora", "--setting", "beam4=decode.num_beams=4",
+                       "--results", str(results)]) == 0
+    assert "seed0: not finished here, skipped" in capsys.readouterr().out
+    assert not results.exists()

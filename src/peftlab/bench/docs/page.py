@@ -14,6 +14,7 @@ from ..results import latest_by_key, read_results
 from ..runner import NOT_NEEDED, PlannedRun, plan
 from ..suite import Suite
 from ..verdicts import RULES, Results, all_verdicts, headline, seed_method_losses
+from .decoding import decoding_section, read_checks
 from .floors import MajorityFloor, majority_floors, majority_note
 from .lr_tables import lr_grid_table, lr_steps_table
 from .plots import PLOT_FILES, write_plots
@@ -60,7 +61,7 @@ def write_benchmarks_doc(suite: Suite, results_path: Path, out: Path, *, runs_di
     text = render_benchmarks_doc(suite, lines, plan(suite, source, Path(runs_dir)),
                                  lambda res: write_plots(res, plot_dir), plot_dir.name,
                                  source.as_posix() if not source.is_absolute() else source.name,
-                                 floors=majority_floors(sorted(glue_tasks), data_dir))
+                                 floors=majority_floors(sorted(glue_tasks), data_dir), checks=read_checks(source))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text, encoding="utf-8")
     return out
@@ -69,11 +70,12 @@ def write_benchmarks_doc(suite: Suite, results_path: Path, out: Path, *, runs_di
 def render_benchmarks_doc(suite: Suite, lines: list[dict[str, Any]], planned: list[PlannedRun],
                           plots: Callable[[Results], dict[str, str | None]] | None = None,
                           plot_folder: str = "benchmarks", source: str = "benchmarks/results/quality.jsonl",
-                          floors: dict[str, MajorityFloor] | None = None) -> str:
+                          floors: dict[str, MajorityFloor] | None = None,
+                          checks: list[dict[str, Any]] | None = None) -> str:
     """The markdown page. ``lines``: every result line in file order; ``planned``: runner.plan of the suite;
     ``plots``: writes the figures and returns {plot file: caption or None when there is no data}; ``source``: the
     results file as the page names it; ``floors``: :func:`majority_floors` of the GLUE tasks (shown under their
-    tables)."""
+    tables); ``checks``: :func:`~.decoding.read_checks` (shown under their protocol's section)."""
     latest = latest_by_key(lines)
     keys = {spec.key for spec in suite.runs}
     stale = {p.spec.key for p in planned if not_comparable(p)}
@@ -94,6 +96,7 @@ def render_benchmarks_doc(suite: Suite, lines: list[dict[str, Any]], planned: li
                                                               for d in DIFFERENCES] + [""]
     for name in suite.protocols:
         md += _protocol_section(suite, res, name, latest, floors or {})
+        md += decoding_section(checks or [], name)
     md += ["## Plots", ""]
     for file in PLOT_FILES:
         caption = made.get(file)
