@@ -66,8 +66,9 @@ def test_generate_texts_refuses_an_unknown_engine():
         generate_texts(make_tiny("llama"), None, ["x"], engine="vllm")
 
 
-@pytest.mark.parametrize("num_beams,ngram", [(1, 0), (3, 0), (4, 3)])
-def test_generate_texts_engines_agree_on_real_text(num_beams, ngram):
+@pytest.mark.parametrize("num_beams,ngram,scope", [(1, 0, "output"), (3, 0, "output"), (4, 3, "output"),
+                                                   (4, 3, "sequence"), (1, 2, "output")])
+def test_generate_texts_engines_agree_on_real_text(num_beams, ngram, scope):
     """Both engines with SmolLM2's real tokenizer (newline stop, begin suppression, length-sorted batches)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -80,7 +81,8 @@ def test_generate_texts_engines_agree_on_real_text(num_beams, ngram):
                                          max_position_embeddings=128)).eval()
     prompts = ["name : The Eagle | food : French ||", "name : Alimentum ||", "name : The Eagle | area : city "
                "centre | near : Burger King ||", "name : Alimentum ||"]
-    kwargs = dict(num_beams=num_beams, max_new_tokens=8, batch_size=3, progress=False, no_repeat_ngram_size=ngram)
+    kwargs = dict(num_beams=num_beams, max_new_tokens=8, batch_size=3, progress=False, no_repeat_ngram_size=ngram,
+                  no_repeat_ngram_scope=scope)
     want = generate_texts(model, tokenizer, prompts, engine="transformers", **kwargs)
     got = generate_texts(model, tokenizer, prompts, engine="peftlab", **kwargs)
     assert got == want and len(got) == 4 and got[1] == got[3]
@@ -119,6 +121,53 @@ def test_beam_generate_equals_generate(arch, settings, drop_finished):
         assert min(trace) < 4  # some prompt left the batch early
 
 
+def test_output_ngram_block_lets_the_output_copy_its_prompt():
+    """no_repeat_ngram_scope="output": an n-gram of the prompt may be generated, one of the output may not repeat;
+    "sequence" (generate's no_repeat_ngram_size) bans both."""
+    from peftlab.beam import ngram_processor
+
+    prompt = [7, 1, 2, 3, 9]  # holds the 3-gram (1, 2, 3)
+    cases = {  # generated so far -> banned next tokens under (output, sequence)
+        (5, 1, 2): (set(), {3}),  # (1, 2) -> 3 only repeats the prompt's 3-gram
+        (1, 2, 4, 1, 2): ({4}, {3, 4}),  # the output's own (1, 2, 4) would repeat
+    }
+    for generated, (want_output, want_sequence) in cases.items():
+        ids = torch.tensor([prompt + list(generated)])
+        for scope, want in (("output", want_output), ("sequence", want_sequence)):
+            scores = ngram_processor(3, scope, len(prompt))(ids, torch.zeros(1, 12))
+            assert {int(i) for i in torch.nonzero(scores[0] == -float("inf"))} == want, (scope, generated)
+    assert ngram_processor(0, "output", 5) is None
+    with pytest.raises(ValueError, match="output, sequence"):
+        ngram_processor(3, "prompt", 5)
+    with pytest.raises(ValueError, match="output, sequence"):
+        generate_texts(make_tiny("llama"), None, ["x"], no_repeat_ngram_scope="prompt")
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_beam_generate_output_scope_equals_generate_with_the_output_block(arch):
+    """beam_generate's "output" n-gram block is generate's beam search with OutputNoRepeatNGram as its processor;
+    on prompts made of what the model itself generates, it differs from the "sequence" block."""
+    from transformers import LogitsProcessorList
+
+    from peftlab.beam import OutputNoRepeatNGram
+
+    torch.manual_seed(0)
+    model = make_tiny(arch).eval()
+    common = dict(num_beams=3, max_new_tokens=10, eos_token_ids=[95], pad_token_id=0, length_penalty=0.9)
+    seed = torch.randint(3, 90, (3, 2), generator=torch.Generator().manual_seed(3))
+    ids = torch.cat([seed, beam_generate(model, seed, None, **common)[:, :6]], dim=1)  # the model's own words
+    ids[ids == 0] = 1
+    mask = torch.ones_like(ids)
+    want = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=10, do_sample=False, num_beams=3,
+                          pad_token_id=0, eos_token_id=[95], length_penalty=0.9,
+                          logits_processor=LogitsProcessorList([OutputNoRepeatNGram(2, ids.shape[1])])
+                          )[:, ids.shape[1]:]
+    got = beam_generate(model, ids, mask, no_repeat_ngram_size=2, no_repeat_ngram_scope="output", **common)
+    assert torch.equal(got, want)
+    sequence = beam_generate(model, ids, mask, no_repeat_ngram_size=2, no_repeat_ngram_scope="sequence", **common)
+    assert not torch.equal(sequence, got)
+
+
 def test_beam_generate_refuses_fewer_than_two_beams():
     with pytest.raises(ValueError, match="2 or more beams"):
         beam_generate(make_tiny("llama"), torch.ones(1, 3, dtype=torch.long), None, num_beams=1, max_new_tokens=2,
@@ -135,7 +184,7 @@ def test_the_recipe_picks_the_decoding_engine(engine, shared_data, tmp_path, mon
 
     recipe = recipe_from_dict({"task": "e2e", "data": {"data_dir": str(shared_data), "eval_limit": 2,
                                                        "train_limit": 2, "dev_limit": 2},
-                               "decode": {"engine": engine}})
+                               "decode": {"engine": engine, "no_repeat_ngram_size": 4}})
     seen: dict[str, object] = {}
 
     def fake_generate(model, tokenizer, prompts, **kwargs):
@@ -147,6 +196,7 @@ def test_the_recipe_picks_the_decoding_engine(engine, shared_data, tmp_path, mon
     task = tasks.E2ETask(recipe)
     task.final_eval(None, None, tmp_path, progress=False)
     assert seen["engine"] == engine
+    assert seen["no_repeat_ngram_size"] == 4 and seen["no_repeat_ngram_scope"] == "output"  # the default scope
     assert (tmp_path / "predictions.txt").read_text() == "text\ntext\n"
     with pytest.raises(ConfigError, match=r"decode\.engine: expected one of \['peftlab', 'transformers'\]"):
         recipe_from_dict({"decode": {"engine": "vllm"}})

@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     done = done_keys(results)
     base = Path(args.runs_dir) / args.protocol / "e2e"
     for arm in args.arms:
-        for run in sorted((base / arm).glob("seed*")):
+        for run in sorted(p for p in (base / arm).glob("seed*") if p.is_dir()):
             trained_path = run / "metrics.json"
             if not (run / "adapter").is_dir() or not trained_path.is_file():
                 print(f"[check] {run}: not finished here, skipped")

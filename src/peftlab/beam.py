@@ -14,7 +14,8 @@ criteria and logits processors) with three changes that leave each row's numbers
   stay the same, but the products then have fewer rows, and some CPU kernels round a row differently with the
   number of rows (the same prefill gave other bf16 logits at 8 rows than at 16 on an AVX512 Xeon's fp32 kernels):
   there it changed 1 of 128 E2E outputs, so :func:`~peftlab.generate.generate_texts` keeps every prompt;
-- ``no_repeat_ngram_size`` and the first-step suppression use ``transformers``' own logits processors.
+- ``no_repeat_ngram_size`` and the first-step suppression use ``transformers``' own logits processors (the n-gram
+  block over prompt and output as ``generate``'s, or within the output only: :class:`OutputNoRepeatNGram`).
 
 The outputs equal ``generate``'s token for token (``tests/test_generate.py``, and for every method
 ``tests/test_method_contract.py``; with ``drop_finished`` where the kernels do not depend on the row count).
@@ -38,12 +39,52 @@ def _gather(tensor: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return torch.take_along_dim(tensor, index, dim=1)
 
 
-def _processors(no_repeat_ngram_size: int, begin_suppress_tokens: Sequence[int], prompt_length: int, device):
-    from transformers import NoRepeatNGramLogitsProcessor, SuppressTokensAtBeginLogitsProcessor
+NGRAM_SCOPES = ("output", "sequence")
+
+
+class OutputNoRepeatNGram:
+    """``transformers``' ``NoRepeatNGramLogitsProcessor`` on the generated tokens only: an n-gram may not repeat
+    within the output, but it may repeat one of the prompt's. A ``generate`` logits processor (``logits_processor=
+    [OutputNoRepeatNGram(n, prompt_length)]``), for left-padded prompts of width ``prompt_length``.
+
+    Why: ``generate``'s ``no_repeat_ngram_size`` of a decoder-only model counts the prompt, so a data-to-text output
+    cannot copy a 4-gram of its input: an E2E output of the MR ``near[Crowne Plaza Hotel]`` became "near the Crown
+    Plaza Hotel" and "5 out of 5" became "5out of 5" (SmolLM2, beam 10). The LoRA paper's E2E beam search (its
+    ``gpt2_beam.py``), whose recipe the papers' E2E numbers follow, blocks n-grams within the output alone, as an
+    encoder-decoder's ``generate`` does."""
+
+    def __init__(self, ngram_size: int, prompt_length: int) -> None:
+        from transformers import NoRepeatNGramLogitsProcessor
+
+        self.prompt_length = prompt_length
+        self._within = NoRepeatNGramLogitsProcessor(ngram_size)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        return self._within(input_ids[:, self.prompt_length:], scores)  # (rows, generated so far)
+
+
+def ngram_processor(no_repeat_ngram_size: int, scope: str, prompt_length: int):
+    """The n-gram block of ``scope``: ``"output"`` (:class:`OutputNoRepeatNGram`) or ``"sequence"`` (``generate``'s
+    ``no_repeat_ngram_size``: prompt and output); None for size 0."""
+    if scope not in NGRAM_SCOPES:
+        raise ValueError(f"no_repeat_ngram_scope: expected one of {', '.join(NGRAM_SCOPES)}, got {scope!r}")
+    if not no_repeat_ngram_size:
+        return None
+    if scope == "output":
+        return OutputNoRepeatNGram(no_repeat_ngram_size, prompt_length)
+    from transformers import NoRepeatNGramLogitsProcessor
+
+    return NoRepeatNGramLogitsProcessor(no_repeat_ngram_size)
+
+
+def _processors(no_repeat_ngram_size: int, begin_suppress_tokens: Sequence[int], prompt_length: int, device,
+                ngram_scope: str = "sequence"):
+    from transformers import SuppressTokensAtBeginLogitsProcessor
 
     processors = []
-    if no_repeat_ngram_size:
-        processors.append(NoRepeatNGramLogitsProcessor(no_repeat_ngram_size))
+    ngram = ngram_processor(no_repeat_ngram_size, ngram_scope, prompt_length)
+    if ngram is not None:
+        processors.append(ngram)
     if len(begin_suppress_tokens):
         processors.append(SuppressTokensAtBeginLogitsProcessor(list(begin_suppress_tokens), prompt_length,
                                                                device=device))
@@ -54,14 +95,17 @@ def _processors(no_repeat_ngram_size: int, begin_suppress_tokens: Sequence[int],
 def beam_generate(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, *,
                   num_beams: int, max_new_tokens: int, eos_token_ids: Sequence[int], pad_token_id: int,
                   length_penalty: float = 1.0, early_stopping: bool | str | None = None,
-                  no_repeat_ngram_size: int = 0, begin_suppress_tokens: Sequence[int] = (),
-                  drop_finished: bool = True, trace: list[int] | None = None) -> torch.Tensor:
+                  no_repeat_ngram_size: int = 0, no_repeat_ngram_scope: str = "sequence",
+                  begin_suppress_tokens: Sequence[int] = (), drop_finished: bool = True,
+                  trace: list[int] | None = None) -> torch.Tensor:
     """The best beam's new tokens for each prompt of a left-padded batch: (B, T) with ``generate``'s T (the longest
     best beam), ``pad_token_id`` after each one's end.
 
     ``input_ids`` and ``attention_mask`` (B, L) as the tokenizer gives them (left padding). A hypothesis ends at a
     token of ``eos_token_ids`` (kept) or at ``max_new_tokens``. ``early_stopping`` as ``generate`` reads it (None:
-    the model's generation config). ``drop_finished``: prompts whose search is over leave the batch (above).
+    the model's generation config). ``no_repeat_ngram_scope``: ``"sequence"`` blocks n-grams over prompt and output
+    (``generate``'s ``no_repeat_ngram_size``), ``"output"`` within the output only (:class:`OutputNoRepeatNGram`).
+    ``drop_finished``: prompts whose search is over leave the batch (above).
     ``trace``, if given, gets the number of prompts in the batch at each step.
     """
     if num_beams < 2:
@@ -77,7 +121,8 @@ def beam_generate(model: torch.nn.Module, input_ids: torch.Tensor, attention_mas
     keep_k = max(2, 1 + len(eos_token_ids)) * n  # candidates per prompt and step, as generate keeps them
     top_n = torch.arange(keep_k, device=device) < n  # (K,): the candidates that may become hypotheses
     fill = pad_token_id if pad_token_id else (int(eos[0]) if len(eos) else -1)  # generate's fill value
-    processors = _processors(no_repeat_ngram_size, begin_suppress_tokens, prompt_length, device)
+    processors = _processors(no_repeat_ngram_size, begin_suppress_tokens, prompt_length, device,
+                             no_repeat_ngram_scope)
     step_logits, positions, mask = DecodingStep.prepare(model, input_ids, attention_mask)
 
     from transformers import DynamicCache

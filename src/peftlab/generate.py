@@ -6,7 +6,7 @@ from typing import Sequence
 import torch
 from tqdm.auto import tqdm
 
-from .beam import beam_generate
+from .beam import NGRAM_SCOPES, OutputNoRepeatNGram, beam_generate
 from .greedy import fast_greedy_blocker, greedy_generate, transformers_model
 
 ENGINES = ("peftlab", "transformers")
@@ -64,7 +64,8 @@ def cut_output(text: str) -> str:
 @torch.no_grad()
 def generate_texts(model, tokenizer, prompts: Sequence[str], *, num_beams: int = 1, max_new_tokens: int = 64,
                    no_repeat_ngram_size: int = 0, length_penalty: float = 1.0, batch_size: int = 32,
-                   stop_at_newline: bool = True, progress: bool = True, engine: str = "peftlab") -> list[str]:
+                   stop_at_newline: bool = True, progress: bool = True, engine: str = "peftlab",
+                   no_repeat_ngram_scope: str = "output") -> list[str]:
     """Generate a continuation of every prompt (identical prompts are generated once), in input order.
 
     Prompts are decoded in batches of ``batch_size``, shortest first, left-padded. ``engine="peftlab"`` (the
@@ -76,9 +77,15 @@ def generate_texts(model, tokenizer, prompts: Sequence[str], *, num_beams: int =
     ``engine="transformers"`` is plain ``model.generate``.
     Where the model's generation config asks for something these loops do not reproduce
     (:func:`~peftlab.greedy.fast_greedy_blocker`), ``generate`` decodes.
+    ``no_repeat_ngram_size`` blocks repeated n-grams within each output (``no_repeat_ngram_scope="output"``, the
+    default: an output may still copy its prompt's words, as the papers' E2E beam search allowed), or over prompt
+    and output (``"sequence"``: ``generate``'s own ``no_repeat_ngram_size`` of a decoder-only model).
     """
     if engine not in ENGINES:
         raise ValueError(f"unknown decoding engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    if no_repeat_ngram_scope not in NGRAM_SCOPES:
+        raise ValueError(f"no_repeat_ngram_scope: expected one of {', '.join(NGRAM_SCOPES)}, "
+                         f"got {no_repeat_ngram_scope!r}")
     unique = list(dict.fromkeys(prompts))
     order = sorted(range(len(unique)), key=lambda i: len(tokenizer(unique[i], add_special_tokens=False)["input_ids"]))
     eos_ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
@@ -111,14 +118,20 @@ def generate_texts(model, tokenizer, prompts: Sequence[str], *, num_beams: int =
                 new_tokens = beam_generate(model, enc["input_ids"], enc.get("attention_mask"), num_beams=num_beams,
                                            max_new_tokens=max_new_tokens, eos_token_ids=eos_ids, pad_token_id=pad_id,
                                            length_penalty=length_penalty, no_repeat_ngram_size=no_repeat_ngram_size,
-                                           begin_suppress_tokens=suppress, drop_finished=False)
+                                           no_repeat_ngram_scope=no_repeat_ngram_scope, begin_suppress_tokens=suppress,
+                                           drop_finished=False)
             else:
                 kwargs = dict(max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=False,
                               pad_token_id=pad_id, eos_token_id=eos_ids or None, length_penalty=length_penalty)
                 if suppress:
                     kwargs["begin_suppress_tokens"] = suppress
-                if no_repeat_ngram_size:
+                if no_repeat_ngram_size and no_repeat_ngram_scope == "sequence":
                     kwargs["no_repeat_ngram_size"] = no_repeat_ngram_size
+                elif no_repeat_ngram_size:
+                    from transformers import LogitsProcessorList
+
+                    kwargs["logits_processor"] = LogitsProcessorList(
+                        [OutputNoRepeatNGram(no_repeat_ngram_size, enc["input_ids"].shape[1])])
                 generated = model.generate(**enc, **kwargs)
                 new_tokens = generated[:, enc["input_ids"].shape[1]:]
             for prompt, tokens in zip(batch_prompts, new_tokens):

@@ -117,6 +117,11 @@ class DecodeArgs:
     """Longest generated text."""
     no_repeat_ngram_size: int = 0
     """Forbid repeating n-grams of this size (0: off; the LoRA recipe uses 4)."""
+    no_repeat_ngram_scope: Literal["output", "sequence"] = "output"
+    """Where an n-gram may not repeat: within the output (the LoRA paper's E2E beam search: an output may still copy
+    its MR's names) or over prompt and output (``generate``'s ``no_repeat_ngram_size`` of a decoder-only model, which
+    keeps an E2E output from copying a 4-gram of its MR: "Crowne Plaza Hotel" came out as "Crown Plaza Hotel").
+    Runs before 2026-12-07 with a nonzero size blocked over the sequence."""
     length_penalty: float = 1.0
     """Beam-search length penalty (LoRA paper 0.9, its repo 0.8)."""
     batch_size: int = 32

@@ -122,6 +122,7 @@ class E2ETask:
         predictions = generate_texts(peft_model, tokenizer, prompts, num_beams=decode.num_beams,
                                      max_new_tokens=decode.max_new_tokens, batch_size=decode.batch_size,
                                      no_repeat_ngram_size=decode.no_repeat_ngram_size,
+                                     no_repeat_ngram_scope=decode.no_repeat_ngram_scope,
                                      length_penalty=decode.length_penalty, progress=progress, engine=decode.engine)
         (output_dir / "predictions.txt").write_text("\n".join(predictions) + "\n", encoding="utf-8")
         scores = score_e2e(predictions, [inst.refs for inst in self.test.instances])
