@@ -30,6 +30,15 @@ bench() {
 # GLUE seeds and the prefix-length study (claims b, c), the arms a claim names before the others of a seed, then
 # everything else.
 claims_e2e=(--arm lora --arm solo-r4 --arm kernel-mix)
+# The e2e-mini runs finished on this machine decoded again with the LoRA paper's E2E beam search (10 beams, length
+# penalty 0.9, no 4-gram repeated within an output): does a verdict depend on greedy decoding? Resumable; a check,
+# not a verdict (benchmarks/quality/decoding_check.py).
+check_decoding() {
+  "$PYTHON" benchmarks/quality/decoding_check.py --runs-dir "$ROOT/runs/quality" \
+    --results "$ROOT/benchmarks/results/decoding_check.jsonl" "$@" \
+    --setting beam10=decode.num_beams=10,decode.length_penalty=0.9,decode.no_repeat_ngram_size=4 \
+    || echo "[run_all] decoding check failed: $*"
+}
 bench --protocol lr-grid-e2e
 bench --protocol lr-check-e2e --arm lora --arm 'solo*' --arm kernel-mix --arm gated-prefix --arm prefix
 bench --protocol lr-grid-glue
@@ -39,7 +48,9 @@ bench --protocol e2e-mini --seed 1 "${claims_e2e[@]}"
 bench --protocol prefix-length --seed 0
 bench --protocol glue-mini --seed 1 --arm lora --arm kernel-mix   # claim (b): both at 2 seeds on every task
 bench --protocol prefix-length --seed 1                              # claim (c): 2 seeds at every length
+check_decoding --arms lora solo-r4 kernel-mix                       # claims (a), (b) under the papers' beam search
 bench --protocol e2e-mini --seed 2 "${claims_e2e[@]}"               # claims (a), (b): 3 seeds
+check_decoding --arms lora solo-r4 kernel-mix
 bench --protocol glue-mini --seed 1
 bench --protocol glue-mini --seed 2 --arm lora --arm kernel-mix
 bench --protocol glue-mini --seed 2

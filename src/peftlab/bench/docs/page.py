@@ -26,7 +26,10 @@ DIFFERENCES = [
     "Backbones: SmolLM2-135M for E2E (the papers: GPT-2 M) and MiniLM-L6 for GLUE (the papers: RoBERTa-base / "
     "BERT-base), so absolute numbers are not comparable with the papers' tables, only the comparisons between arms.",
     "Budget: a fixed number of optimizer steps (1000 × batch 8 on e2e-mini, 19% of an epoch) instead of 5 epochs.",
-    "Decoding: greedy instead of beam search with beam 10 (and no length penalty or n-gram blocking tuning).",
+    "Decoding: greedy instead of beam search with beam 10 (and no length penalty or n-gram blocking tuning). Where "
+    "the e2e-mini runs' adapters are at hand, `benchmarks/quality/decoding_check.py` decodes them again with the "
+    "LoRA paper's E2E beam search (10 beams, length penalty 0.9, no 4-gram repeated within an output), shown under "
+    "e2e-mini as a check.",
     "Learning rates: one lr per method, chosen on dev loss / dev score from a short grid at a short budget "
     "({lr_grids}), then checked at the full budget against the next lower grid lr: on E2E (lr-check-e2e), and on "
     "each GLUE task for itself (lr-check-glue: the GLUE lr is per method and task), instead of each paper's tuned "
