@@ -578,6 +578,24 @@ def test_decoding_check_is_shown_under_its_protocol_with_paired_differences(tmp_
         render(tmp_path, suite, seeds("e2e-mini", "e2e", "lora", [0.66, 0.65]))
 
 
+def test_verdicts_show_the_decoding_check_as_context_on_the_seeds_both_arms_have(tmp_path, suite):
+    """Claims (a) and (b): BLEU under each check setting, on the seeds both arms were decoded again with; the verdict
+    itself stays the greedy rule's."""
+    checks = [check_line("lora", 1, 0.66, 0.67), check_line("lora", 2, 0.65, 0.68), check_line("solo-r4", 1, 0.64,
+              0.675), check_line("solo-r4", 2, 0.63, 0.69), check_line("kernel-mix", 1, 0.64, 0.66),
+              check_line("solo-r4", 0, 0.6, 0.6)]  # seed 0: no lora line to pair with
+    (tmp_path / "decoding_check.jsonl").write_text("".join(json.dumps(c) + "\n" for c in checks))
+    records = (seeds("e2e-mini", "e2e", "lora", [0.66, 0.65, 0.66]) + seeds("e2e-mini", "e2e", "solo-r4", [0.64, 0.63,
+               0.64]) + seeds("e2e-mini", "e2e", "kernel-mix", [0.64, 0.64, 0.645]))
+    md, _ = render(tmp_path, suite, records)
+    solo = next(line for line in md.splitlines() if line.startswith("| (a)"))
+    assert ("BLEU decoded with `beam4` (decoding check, context) solo-r4 0.6825 ± 0.0106 (n=2) vs lora 0.6750 ± "
+            "0.0071 (n=2): d = +0.0075, u = 0.0180 (tie)") in solo
+    assert "| **does not hold** |" in solo  # the greedy rule decides
+    kernel = next(line for line in md.splitlines() if line.startswith("| (b)"))
+    assert "BLEU decoded with `beam4` (decoding check, context) kernel-mix 0.6600 (n=1) vs lora 0.6700 (n=1)" in kernel
+
+
 def test_no_decoding_check_section_without_its_file(tmp_path, suite):
     md, _ = render(tmp_path, suite, seeds("e2e-mini", "e2e", "lora", [0.66, 0.65]))
     assert "decoded again" not in md

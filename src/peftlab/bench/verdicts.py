@@ -175,11 +175,14 @@ class Results:
     """The suite's current result lines grouped by (protocol, task, arm), seeds ascending, and what the suite
     expects of each group.
 
-    ``records``: {run key: newest result line} of runs that are in the suite."""
+    ``records``: {run key: newest result line} of runs that are in the suite; ``checks``: the decoding check's lines
+    (``benchmarks/quality/decoding_check.py``: runs decoded again with other settings), shown as context."""
 
-    def __init__(self, suite: Suite, records: dict[str, dict[str, Any]]):
+    def __init__(self, suite: Suite, records: dict[str, dict[str, Any]],
+                 checks: Sequence[dict[str, Any]] = ()):
         self.suite = suite
         self.records = records
+        self.checks = list(checks)
         self.groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
         self.expected: dict[tuple[str, str, str], int] = {}
         self.specs: dict[tuple[str, str, str], Any] = {}  # the first RunSpec of each group
@@ -278,6 +281,24 @@ def _dev_loss_context(res: Results, a: tuple[str, str, str], b: tuple[str, str, 
             f"{dev.text()}")
 
 
+def _decoding_context(res: Results, a: tuple[str, str, str], b: tuple[str, str, str]) -> list[str]:
+    """Context for an E2E claim, not part of its rule: BLEU of the two arms under each setting of the decoding check
+    (their runs decoded again, e.g. with the papers' beam search), on the seeds both arms have there."""
+    out = []
+    lines = [r for r in res.checks if r.get("protocol") == a[0]]
+    for setting in dict.fromkeys(r.get("setting") for r in lines):
+        own = {arm: {r["seed"]: r for r in lines if r.get("setting") == setting and r.get("arm") == arm}
+               for arm in (a[2], b[2])}
+        seeds = sorted(set(own[a[2]]) & set(own[b[2]]))
+        if not seeds:
+            continue
+        rule = compare([sub(own[a[2]][k], "metrics").get("BLEU") for k in seeds],
+                       [sub(own[b[2]][k], "metrics").get("BLEU") for k in seeds])
+        out.append(f"BLEU decoded with `{setting}` (decoding check, context) {a[2]} {rule.a.text()} vs {b[2]} "
+                   f"{rule.b.text()}: {rule.text()}")
+    return out
+
+
 def verdict_solo(res: Results, protocol: str = "e2e-mini") -> Verdict:
     claim = CLAIMS["a"]
     cells = [(protocol, "e2e", "solo-r4"), (protocol, "e2e", "lora")]
@@ -296,6 +317,7 @@ def verdict_solo(res: Results, protocol: str = "e2e-mini") -> Verdict:
     if default.a.n:
         parts.append(f"default solo BLEU {default.a.text()}: {default.text()}")
     parts.append(_dev_loss_context(res, cells[0], cells[1]))
+    parts += _decoding_context(res, cells[0], cells[1])
     parts.append(f"budget ({protocol}): {res.budget(protocol)}")
     measured = "; ".join(parts)
     if main.outcome == "insufficient":
@@ -330,6 +352,7 @@ def verdict_kernel_mix(res: Results, nlg: str = "e2e-mini", nlu: str = "glue-min
              for (p, t), (name, c) in comparisons.items() if c.d is not None]
     if comparisons[(nlg, "e2e")][1].d is not None:
         parts.append(_dev_loss_context(res, (nlg, "e2e", "kernel-mix"), (nlg, "e2e", "lora")))
+        parts += _decoding_context(res, (nlg, "e2e", "kernel-mix"), (nlg, "e2e", "lora"))
     authors = compare(res.values(nlg, "e2e", "kernel-mix-authors", "BLEU"), res.values(nlg, "e2e", "lora", "BLEU"))
     if authors.a.n:
         parts.append(f"authors' preset (kernel-mix-authors) BLEU {authors.a.text()}: {authors.text()}")
