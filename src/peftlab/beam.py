@@ -63,11 +63,15 @@ class OutputNoRepeatNGram:
         return self._within(input_ids[:, self.prompt_length:], scores)  # (rows, generated so far)
 
 
+def check_ngram_scope(scope: str) -> None:
+    if scope not in NGRAM_SCOPES:
+        raise ValueError(f"no_repeat_ngram_scope: expected one of {', '.join(NGRAM_SCOPES)}, got {scope!r}")
+
+
 def ngram_processor(no_repeat_ngram_size: int, scope: str, prompt_length: int):
     """The n-gram block of ``scope``: ``"output"`` (:class:`OutputNoRepeatNGram`) or ``"sequence"`` (``generate``'s
     ``no_repeat_ngram_size``: prompt and output); None for size 0."""
-    if scope not in NGRAM_SCOPES:
-        raise ValueError(f"no_repeat_ngram_scope: expected one of {', '.join(NGRAM_SCOPES)}, got {scope!r}")
+    check_ngram_scope(scope)
     if not no_repeat_ngram_size:
         return None
     if scope == "output":

@@ -6,7 +6,7 @@ from typing import Sequence
 import torch
 from tqdm.auto import tqdm
 
-from .beam import NGRAM_SCOPES, OutputNoRepeatNGram, beam_generate
+from .beam import OutputNoRepeatNGram, beam_generate, check_ngram_scope
 from .greedy import fast_greedy_blocker, greedy_generate, transformers_model
 
 ENGINES = ("peftlab", "transformers")
@@ -83,9 +83,7 @@ def generate_texts(model, tokenizer, prompts: Sequence[str], *, num_beams: int =
     """
     if engine not in ENGINES:
         raise ValueError(f"unknown decoding engine {engine!r}; choose one of {', '.join(ENGINES)}")
-    if no_repeat_ngram_scope not in NGRAM_SCOPES:
-        raise ValueError(f"no_repeat_ngram_scope: expected one of {', '.join(NGRAM_SCOPES)}, "
-                         f"got {no_repeat_ngram_scope!r}")
+    check_ngram_scope(no_repeat_ngram_scope)
     unique = list(dict.fromkeys(prompts))
     order = sorted(range(len(unique)), key=lambda i: len(tokenizer(unique[i], add_special_tokens=False)["input_ids"]))
     eos_ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
