@@ -49,9 +49,9 @@ from .methods import build_method_config
 from .recipe import Recipe
 from .rundir import peak_memory_mb, prepare_run_dir, truncate_log, undo_run_dir, write_run_files
 from .speed import (cast_frozen_weights, compile_blocks, decoding_attn_implementation, fast_base_dropout,
-                    fused_adamw_supported, refuse_uncompilable, resolve_attn_implementation, resolve_bf16,
+                    fused_adamw_supported, refuse_uncompilable, resolve_bf16,
                     set_adamw_implementation, uncompile_blocks)
-from .tasks import TASK_TYPES, make_task
+from .tasks import TASK_TYPES, load_task_model, make_task
 from .trackers import PROJECT_NAME, flatten_scalars, hparams, resolve_trackers, tracker_dir
 
 
@@ -217,20 +217,14 @@ class FinetuneRecipe:
 
     def setup_model(self) -> None:
         """The base model for the task, the method's adapters on it, and the speed options."""
-        from ..zoo import load_model
-
-        recipe, task = self.recipe, self.task
-        load_kwargs = {"num_labels": task.num_labels} if recipe.task == "glue" else {}
-        load_kwargs["attn_implementation"] = resolve_attn_implementation(recipe.model.attn_implementation)
-        model = load_model(recipe.model.name, task=task.model_task, dtype=recipe.model.dtype, **load_kwargs)
+        recipe = self.recipe
+        model = load_task_model(recipe, self.task, self.tokenizer)
         if recipe.model.disable_dropout:
             for module in model.modules():
                 if isinstance(module, torch.nn.Dropout):
                     module.p = 0.0
         elif recipe.model.fast_dropout:
             fast_base_dropout(model)
-        if getattr(model.config, "pad_token_id", None) is None and self.tokenizer.pad_token_id is not None:
-            model.config.pad_token_id = self.tokenizer.pad_token_id
         if not recipe.model.train_pooler and self.peft_config.modules_to_save is None \
                 and get_method(self.peft_config).tuner_cls.default_modules_to_save(model) is not None:
             self.peft_config = dataclasses.replace(self.peft_config, modules_to_save=classifier_head(model, False))

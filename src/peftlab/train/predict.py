@@ -78,11 +78,11 @@ def predict(run_dir: str | Path, overrides: Sequence[str] = (), *, output_dir: s
     from ..hardware import describe, summary
     from ..metrics.ptb import resolve_backend
     from ..model import PeftModel
-    from ..zoo import load_model, load_tokenizer
+    from ..zoo import load_tokenizer
     from . import bf16_gemm
     from .rundir import peak_memory_mb, write_run_files
-    from .speed import cast_frozen_weights, decoding_attn_implementation, resolve_attn_implementation, resolve_bf16
-    from .tasks import make_task
+    from .speed import cast_frozen_weights, decoding_attn_implementation, resolve_bf16
+    from .tasks import load_task_model, make_task
 
     run_dir = Path(run_dir)
     recipe = run_recipe(run_dir, overrides)
@@ -102,12 +102,7 @@ def predict(run_dir: str | Path, overrides: Sequence[str] = (), *, output_dir: s
     # the model as `peftlab train` had it at its end: base, the saved best adapter, bf16 frozen weights, decoding attention
     task = make_task(recipe)
     tokenizer = load_tokenizer(recipe.model.name)
-    load_kwargs: dict[str, Any] = {"num_labels": task.num_labels} if recipe.task == "glue" else {}
-    model = load_model(recipe.model.name, task=task.model_task, dtype=recipe.model.dtype,
-                       attn_implementation=resolve_attn_implementation(recipe.model.attn_implementation), **load_kwargs)
-    if getattr(model.config, "pad_token_id", None) is None and tokenizer.pad_token_id is not None:
-        model.config.pad_token_id = tokenizer.pad_token_id
-    peft_model = PeftModel.from_pretrained(model, run_dir / "adapter").to(device)
+    peft_model = PeftModel.from_pretrained(load_task_model(recipe, task, tokenizer), run_dir / "adapter").to(device)
     if bf16 and recipe.run.bf16_frozen_weights:
         cast_frozen_weights(peft_model, torch.bfloat16)
     decode_attention = decoding_attn_implementation(recipe.model.attn_implementation)

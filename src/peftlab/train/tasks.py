@@ -210,3 +210,18 @@ TASK_TYPES = {"e2e": E2ETask.task_type, "glue": GlueTrainTask.task_type}
 
 def make_task(recipe: Recipe):
     return E2ETask(recipe) if recipe.task == "e2e" else GlueTrainTask(recipe)
+
+
+def load_task_model(recipe: Recipe, task, tokenizer) -> nn.Module:
+    """The recipe's base model for ``task`` (a classification head of the task's labels for GLUE), with the
+    recipe's dtype and training attention, and the tokenizer's pad id where the model has none: what a run trains
+    on (``peftlab train``) and what ``peftlab predict`` loads a run's adapter into."""
+    from ..zoo import load_model
+    from .speed import resolve_attn_implementation
+
+    kwargs: dict[str, Any] = {"num_labels": task.num_labels} if recipe.task == "glue" else {}
+    kwargs["attn_implementation"] = resolve_attn_implementation(recipe.model.attn_implementation)
+    model = load_model(recipe.model.name, task=task.model_task, dtype=recipe.model.dtype, **kwargs)
+    if getattr(model.config, "pad_token_id", None) is None and tokenizer.pad_token_id is not None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    return model
