@@ -8,12 +8,11 @@ from typing import Any
 
 from ...io import read_jsonl_objects
 from ..results import ResultsFileError
-from ..verdicts import compare, fmt, stat
+from ..verdicts import E2E_METRICS, compare, fmt, stat
 from .text import md_table
 
 CHECK_FILE = "decoding_check.jsonl"
 """Its lines, beside the suite's results file."""
-METRICS = ("BLEU", "NIST", "METEOR", "ROUGE_L", "CIDEr")
 
 
 def read_checks(results_path: str | Path) -> list[dict[str, Any]]:
@@ -52,11 +51,11 @@ def decoding_section(checks: list[dict[str, Any]], protocol: str, reference: str
         for arm in arms:
             group = [r for r in rows_of if r["arm"] == arm]
             cells = [f"{fmt(stat(r['greedy'].get(m) for r in group).mean)} → "
-                     f"{fmt(stat(r['metrics'].get(m) for r in group).mean)}" for m in METRICS]
+                     f"{fmt(stat(r['metrics'].get(m) for r in group).mean)}" for m in E2E_METRICS]
             seconds = stat(r.get("decode_seconds") for r in group).mean
             rows.append([arm, ", ".join(str(r["seed"]) for r in group)] + cells +
                         [f"{seconds:,.0f}" if seconds is not None else "—"])
-        md += md_table(["arm", "seeds"] + list(METRICS) + ["decode s"], rows)
+        md += md_table(["arm", "seeds"] + list(E2E_METRICS) + ["decode s"], rows)
         if reference in arms:
             md += _against_reference(rows_of, arms, reference, setting)
     return md
