@@ -592,8 +592,24 @@ def test_verdicts_show_the_decoding_check_as_context_on_the_seeds_both_arms_have
     assert ("BLEU decoded with `beam4` (decoding check, context) solo-r4 0.6825 ± 0.0106 (n=2) vs lora 0.6750 ± "
             "0.0071 (n=2): d = +0.0075, u = 0.0180 (tie)") in solo
     assert "| **does not hold** |" in solo  # the greedy rule decides
+    # ... and its reason says that the beam's outcome (2 seeds a side) differs
+    assert ("loses to LoRA on BLEU by 0.0200 (> u 0.0094); decoded again, with `beam4` BLEU is a tie (d = +0.0075, "
+            "u = 0.0180, n=2/2): this E2E result depends on the decoding") in solo
     kernel = next(line for line in md.splitlines() if line.startswith("| (b)"))
     assert "BLEU decoded with `beam4` (decoding check, context) kernel-mix 0.6600 (n=1) vs lora 0.6700 (n=1)" in kernel
+    assert "depends on the decoding" not in kernel  # one seed a side under the setting: no caveat
+
+
+def test_no_decoding_caveat_where_the_check_agrees_with_greedy(tmp_path, suite):
+    """The same outcome under the check's setting (here: worse both ways) leaves the reason as the rule gives it."""
+    checks = [check_line("lora", s, 0.66, 0.68) for s in (1, 2)] + [check_line("solo-r4", 1, 0.64, 0.65),
+                                                                    check_line("solo-r4", 2, 0.63, 0.655)]
+    (tmp_path / "decoding_check.jsonl").write_text("".join(json.dumps(c) + "\n" for c in checks))
+    md, _ = render(tmp_path, suite, seeds("e2e-mini", "e2e", "lora", [0.66, 0.65, 0.66])
+                   + seeds("e2e-mini", "e2e", "solo-r4", [0.64, 0.63, 0.64]))
+    solo = next(line for line in md.splitlines() if line.startswith("| (a)"))
+    assert "(decoding check, context) solo-r4 0.6525 ± 0.0035 (n=2) vs lora 0.6800 ± 0.0000 (n=2)" in solo
+    assert "(worse)" in solo and "depends on the decoding" not in solo
 
 
 def test_no_decoding_check_section_without_its_file(tmp_path, suite):

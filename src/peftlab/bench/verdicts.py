@@ -39,6 +39,9 @@ RULES = [
     "have, fewer steps is better: holds if better, does not hold if worse, else inconclusive.",
     "(c3) residual+gate vs each other variant at the long lengths (50, 100): holds if better than all at both, "
     "does not hold if worse than any, else inconclusive.",
+    "(a), (b): E2E BLEU is decoded greedily for the rule. Where the decoding check (the same runs decoded with "
+    "another setting, e.g. the papers' beam search) has ≥ 2 seeds on both arms and reaches another outcome, the "
+    "reason says so (the result depends on the decoding); the verdict stays the greedy rule's.",
     "A verdict on a protocol that is not complete is marked provisional (k of n runs).",
 ]
 
@@ -281,22 +284,35 @@ def _dev_loss_context(res: Results, a: tuple[str, str, str], b: tuple[str, str, 
             f"{dev.text()}")
 
 
-def _decoding_context(res: Results, a: tuple[str, str, str], b: tuple[str, str, str]) -> list[str]:
-    """Context for an E2E claim, not part of its rule: BLEU of the two arms under each setting of the decoding check
-    (their runs decoded again, e.g. with the papers' beam search), on the seeds both arms have there."""
+def _decoding_comparisons(res: Results, a: tuple[str, str, str],
+                          b: tuple[str, str, str]) -> list[tuple[str, Comparison]]:
+    """(setting, BLEU of arm a vs arm b) for each setting of the decoding check (the two arms' runs decoded again,
+    e.g. with the papers' beam search), on the seeds both arms have there."""
     out = []
     lines = [r for r in res.checks if r.get("protocol") == a[0]]
     for setting in dict.fromkeys(r.get("setting") for r in lines):
         own = {arm: {r["seed"]: r for r in lines if r.get("setting") == setting and r.get("arm") == arm}
                for arm in (a[2], b[2])}
         seeds = sorted(set(own[a[2]]) & set(own[b[2]]))
-        if not seeds:
-            continue
-        rule = compare([sub(own[a[2]][k], "metrics").get("BLEU") for k in seeds],
-                       [sub(own[b[2]][k], "metrics").get("BLEU") for k in seeds])
-        out.append(f"BLEU decoded with `{setting}` (decoding check, context) {a[2]} {rule.a.text()} vs {b[2]} "
-                   f"{rule.b.text()}: {rule.text()}")
+        if seeds:
+            out.append((setting, compare([sub(own[a[2]][k], "metrics").get("BLEU") for k in seeds],
+                                         [sub(own[b[2]][k], "metrics").get("BLEU") for k in seeds])))
     return out
+
+
+def _decoding_context(res: Results, a: tuple[str, str, str], b: tuple[str, str, str]) -> list[str]:
+    """Context for an E2E claim, not part of its rule: BLEU of the two arms under each decoding-check setting."""
+    return [f"BLEU decoded with `{setting}` (decoding check, context) {a[2]} {rule.a.text()} vs {b[2]} "
+            f"{rule.b.text()}: {rule.text()}" for setting, rule in _decoding_comparisons(res, a, b)]
+
+
+def _decoding_caveat(res: Results, a: tuple[str, str, str], b: tuple[str, str, str], greedy: Comparison) -> str:
+    """A clause for a verdict's reason where a decoding-check setting (≥ 2 seeds a side) reaches another outcome
+    than the greedy comparison the rule uses: the verdict stands, but it depends on the decoding."""
+    other = [f"with `{setting}` BLEU is {'a tie' if rule.outcome == 'tie' else rule.outcome} (d = {rule.d:+.4f}, "
+             f"u = {rule.u:.4f}, n={rule.a.n}/{rule.b.n})" for setting, rule in _decoding_comparisons(res, a, b)
+             if rule.outcome not in ("insufficient", greedy.outcome)]
+    return ("; decoded again, " + "; ".join(other) + ": this E2E result depends on the decoding") if other else ""
 
 
 def verdict_solo(res: Results, protocol: str = "e2e-mini") -> Verdict:
@@ -327,10 +343,12 @@ def verdict_solo(res: Results, protocol: str = "e2e-mini") -> Verdict:
                       f"solo-r4 does not train ≤ {SOLO_RATIO}× LoRA's parameters, so '59% fewer' is not tested",
                       done, total)
     if main.outcome == "better":
-        return _final(claim, measured, "holds", f"solo-r4 beats LoRA on BLEU by {main.d:.4f} (> u)", done, total)
+        return _final(claim, measured, "holds", f"solo-r4 beats LoRA on BLEU by {main.d:.4f} (> u)"
+                      + _decoding_caveat(res, *cells, main), done, total)
     if main.outcome == "worse":
         return _final(claim, measured, "does not hold",
-                      f"Solo (rank 4) loses to LoRA on BLEU by {-main.d:.4f} (> u {main.u:.4f})", done, total)
+                      f"Solo (rank 4) loses to LoRA on BLEU by {-main.d:.4f} (> u {main.u:.4f})"
+                      + _decoding_caveat(res, *cells, main), done, total)
     if main.a.n >= 3 and main.b.n >= 3:
         return _final(claim, measured, "does not hold", "a tie: |d| ≤ u with ≥ 3 seeds each", done, total,
                       label="does not hold (no measurable gain)")
@@ -359,13 +377,15 @@ def verdict_kernel_mix(res: Results, nlg: str = "e2e-mini", nlu: str = "glue-min
     parts.append(f"budget ({nlg}): {res.budget(nlg)}; ({nlu}): {res.budget(nlu)}")
     measured = "; ".join(parts)
     worse = [f"{t} {name} by {-c.d:.4f}" for (p, t), (name, c) in comparisons.items() if c.outcome == "worse"]
+    e2e = comparisons[(nlg, "e2e")][1]
+    caveat = _decoding_caveat(res, (nlg, "e2e", "kernel-mix"), (nlg, "e2e", "lora"), e2e) if e2e.d is not None else ""
     if worse:
-        return _final(claim, measured, "does not hold", "Kernel-mix (matched) loses to LoRA on " + ", ".join(worse),
-                      done, total)
+        return _final(claim, measured, "does not hold", "Kernel-mix (matched) loses to LoRA on " + ", ".join(worse)
+                      + caveat, done, total)
     measured_tasks = [t for (p, t), (_, c) in comparisons.items() if c.outcome != "insufficient"]
     if "e2e" in measured_tasks and len(measured_tasks) >= 2:
         return _final(claim, measured, "holds", "not worse than LoRA on any measured task (" +
-                      ", ".join(measured_tasks) + ")", done, total)
+                      ", ".join(measured_tasks) + ")" + caveat, done, total)
     return _final(claim, measured, "inconclusive", "needs E2E and ≥ 1 GLUE task with ≥ 2 seeds on both arms; "
                   f"measured: {', '.join(measured_tasks) or 'none'}", done, total)
 
