@@ -578,6 +578,23 @@ def test_decoding_check_is_shown_under_its_protocol_with_paired_differences(tmp_
         render(tmp_path, suite, seeds("e2e-mini", "e2e", "lora", [0.66, 0.65]))
 
 
+def test_decoding_check_shows_outputs_repeating_a_trigram_where_lines_counted_them(tmp_path, suite):
+    """greedy -> setting means of `repeats`; the seeds named where only some lines counted them; "—" for none."""
+    counted = [{**check_line("lora", 1, 0.66, 0.67), "repeats": {"n": 3, "greedy": 7, "setting": 3}},
+               {**check_line("lora", 2, 0.65, 0.68), "repeats": {"n": 3, "greedy": 9, "setting": 0}},
+               {**check_line("kernel-mix", 1, 0.64, 0.66), "repeats": {"n": 3, "greedy": 42, "setting": 1}},
+               check_line("kernel-mix", 2, 0.64, 0.66), check_line("solo-r4", 1, 0.64, 0.675)]
+    (tmp_path / "decoding_check.jsonl").write_text("".join(json.dumps(c) + "\n" for c in counted))
+    md, _ = render(tmp_path, suite, seeds("e2e-mini", "e2e", "lora", [0.66, 0.65]))
+    start = md.index("### e2e-mini: decoded again")
+    section = md[start:md.index("\n## ", start)]
+    assert "| arm | seeds | BLEU | NIST | METEOR | ROUGE_L | CIDEr | outputs repeating a 3-gram | decode s |" in section
+    rows = {line.split(" | ")[0]: line.split(" | ")[-2] for line in section.splitlines() if line.startswith("| ")}
+    assert rows["| lora"] == "8.0 → 1.5"
+    assert rows["| kernel-mix"] == "42.0 → 1.0 (seeds 1)"
+    assert rows["| solo-r4"] == "—"
+
+
 def test_verdicts_show_the_decoding_check_as_context_on_the_seeds_both_arms_have(tmp_path, suite):
     """Claims (a) and (b): BLEU under each check setting, on the seeds both arms were decoded again with; the verdict
     itself stays the greedy rule's."""

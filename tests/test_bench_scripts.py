@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -52,3 +53,28 @@ def test_decoding_check_reads_named_settings_and_skips_runs_not_finished_here(tm
                        "--results", str(results)]) == 0
     assert "seed0: not finished here, skipped" in capsys.readouterr().out
     assert not results.exists()
+
+
+def test_decoding_check_adds_repetition_counts_to_recorded_lines_where_the_run_is_here(tmp_path, capsys):
+    """A recorded line without `repeats` gets a newer copy with them when its run's greedy and setting predictions
+    are here with n_inputs lines each; a --limit trial's shorter file, or a missing run, adds nothing."""
+    check = _script("quality/decoding_check")
+    restated = "X is near Raja Indian Cuisine. It is near Raja Indian Cuisine."
+    plain = "X is a pub."
+    run = tmp_path / "e2e-mini" / "e2e" / "lora" / "seed1"
+    (run / "check-beam4").mkdir(parents=True)
+    (run / "predictions.txt").write_text("\n".join([restated, restated, plain]) + "\n")
+    (run / "check-beam4" / "predictions.txt").write_text("\n".join([plain, restated, plain]) + "\n")
+    line = {"protocol": "e2e-mini", "task": "e2e", "arm": "lora", "seed": 1, "setting": "beam4",
+            "metrics": {"BLEU": 0.6}, "greedy": {"BLEU": 0.5}, "n_inputs": 3}
+    elsewhere = {**line, "arm": "solo-r4"}  # trained on another machine: no run folder here
+    results = tmp_path / "checks.jsonl"
+    results.write_text(json.dumps(line) + "\n" + json.dumps(elsewhere) + "\n")
+    check.add_missing_repeats(results, tmp_path)
+    lines = [json.loads(x) for x in results.read_text().splitlines()]
+    assert len(lines) == 3 and lines[2] == {**line, "repeats": {"n": 3, "greedy": 2, "setting": 1}}
+    assert "lora seed 1 beam4: outputs repeating a 3-gram, greedy 2 -> 1" in capsys.readouterr().out
+    check.add_missing_repeats(results, tmp_path)  # the newest line has them now: nothing more
+    assert len(results.read_text().splitlines()) == 3
+    (run / "check-beam4" / "predictions.txt").write_text(plain + "\n")  # a --limit 1 trial overwrote it
+    assert check.repeats(run, "beam4", 3) is None

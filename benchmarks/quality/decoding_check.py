@@ -8,6 +8,10 @@ e2e-mini run folders present on this machine (``runs/`` is not in git, so only t
 It is a check on the verdicts' robustness, not a verdict: ``peftlab bench quality docs`` shows the lines under
 e2e-mini. Resumable: a (run, setting) already in the file is skipped; a decoding cut off starts again.
 
+Each line also counts the outputs that repeat one of their own word 3-grams (``repeats``: greedy and under the
+setting; ``peftlab.metrics.repetition``), a diagnostic of what the beam's n-gram block removes. A recorded line
+without the counts gets them, as a newer copy of the line, where its run's predictions are on this machine.
+
     .venv/bin/python benchmarks/quality/decoding_check.py --arms lora solo-r4 kernel-mix \\
         --setting beam4=decode.num_beams=4,decode.length_penalty=0.9,decode.no_repeat_ngram_size=4
 """
@@ -21,6 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 METRICS = ("BLEU", "NIST", "METEOR", "ROUGE_L", "CIDEr")
+REPEAT_N = 3  # the n-gram size of the repetition counts
 
 
 def parse_setting(text: str) -> tuple[str, list[str]]:
@@ -44,6 +49,39 @@ def done_keys(path: Path) -> set[tuple[str, str, int, str]]:
     return keys
 
 
+def repeats(run: Path, setting: str, n_inputs: int) -> dict[str, int] | None:
+    """Outputs repeating one of their own word 3-grams, in the run's greedy predictions and in the setting's (None
+    unless both files are here with ``n_inputs`` lines each: a ``--limit`` trial overwrites the setting's file)."""
+    from peftlab.metrics import outputs_with_repeated_ngram
+
+    files = {"greedy": run / "predictions.txt", "setting": run / f"check-{setting}" / "predictions.txt"}
+    texts = {k: f.read_text(encoding="utf-8").splitlines() if f.is_file() else [] for k, f in files.items()}
+    if any(len(lines) != n_inputs for lines in texts.values()):
+        return None
+    return {"n": REPEAT_N, **{k: outputs_with_repeated_ngram(lines, REPEAT_N) for k, lines in texts.items()}}
+
+
+def add_missing_repeats(results: Path, runs_dir: Path) -> None:
+    """Append a copy with ``repeats`` of each newest line that lacks them, where its run's files are here."""
+    if not results.exists():
+        return
+    newest = {}
+    for line in results.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            record = json.loads(line)
+            newest[(record["protocol"], record["arm"], record["seed"], record["setting"])] = record
+    for (protocol, arm, seed, setting), record in newest.items():
+        if "repeats" in record:
+            continue
+        counts = repeats(runs_dir / protocol / record.get("task", "e2e") / arm / f"seed{seed}", setting,
+                         record.get("n_inputs", -1))
+        if counts is not None:
+            print(f"[check] {arm} seed {seed} {setting}: outputs repeating a 3-gram, greedy {counts['greedy']} -> "
+                  f"{counts['setting']} (added to its line)")
+            with results.open("a", encoding="utf-8") as handle:
+                handle.write(json.dumps({**record, "repeats": counts}) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs-dir", default=str(ROOT / "runs" / "quality"), help="the suite's run folders")
@@ -61,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = [parse_setting(s) for s in args.setting]
     results = Path(args.results)
+    add_missing_repeats(results, Path(args.runs_dir))
     done = done_keys(results)
     base = Path(args.runs_dir) / args.protocol / "e2e"
     for arm in args.arms:
@@ -87,8 +126,12 @@ def main(argv: list[str] | None = None) -> int:
                 record = {"protocol": args.protocol, "task": "e2e", "arm": arm, "seed": seed, "setting": name,
                           "overrides": overrides, "metrics": {m: metrics[m] for m in METRICS},
                           "greedy": {m: trained.get(m) for m in METRICS}, "n_inputs": metrics["n_inputs"],
+                          "repeats": repeats(run, name, metrics["n_inputs"]),
                           "decode_seconds": metrics["final_eval_seconds"], "bf16_matmuls": metrics["bf16_matmuls"],
                           "hardware": describe(), "versions": versions(), "git_revision": git_revision()}
+                if record["repeats"]:
+                    print(f"[check] {arm} seed {seed} {name}: outputs repeating a 3-gram, greedy "
+                          f"{record['repeats']['greedy']} -> {record['repeats']['setting']}")
                 results.parent.mkdir(parents=True, exist_ok=True)
                 with results.open("a", encoding="utf-8") as handle:
                     handle.write(json.dumps(record) + "\n")

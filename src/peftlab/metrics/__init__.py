@@ -4,7 +4,8 @@
 blocks live in :mod:`.bleu_nist` (BLEU through sacrebleu, our NIST), :mod:`.ptb` (PTB tokenization: the official
 jar, or the opt-in Python port), :mod:`.coco` (ROUGE-L and CIDEr through pycocoevalcap, METEOR 1.5). The E2E
 metrics need the ``metrics`` extra (``pip install 'peftlab[metrics]'``), imported only when scoring.
-``peftlab.metrics.glue`` has accuracy, F1, Matthews, Pearson and Spearman (no extra needed).
+``peftlab.metrics.glue`` has accuracy, F1, Matthews, Pearson and Spearman (no extra needed);
+``peftlab.metrics.repetition`` counts outputs that repeat one of their own n-grams (a diagnostic, no extra).
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from .coco import Meteor, MetricUnavailableError, cider, meteor_unavailable_reas
 from .e2e import E2E_METRICS, E2EScores, evaluate_e2e, read_predictions, read_references, score_e2e
 from .glue import accuracy, binary_f1, glue_metrics, matthews_corrcoef, pearson, spearman
 from .ptb import PTBLexer, TokenizerUnavailableError, coco_tokenize
+from .repetition import has_repeated_ngram, outputs_with_repeated_ngram
 
 __all__ = [
     "E2E_METRICS",
@@ -29,9 +31,11 @@ __all__ = [
     "corpus_nist",
     "evaluate_e2e",
     "glue_metrics",
+    "has_repeated_ngram",
     "matthews_corrcoef",
     "meteor_unavailable_reason",
     "mteval_tokenize",
+    "outputs_with_repeated_ngram",
     "pearson",
     "read_predictions",
     "read_references",

@@ -40,8 +40,11 @@ def decoding_section(checks: list[dict[str, Any]], protocol: str, reference: str
     md = [f"### {protocol}: decoded again with other settings (a check, not a verdict)", "",
           "The finished runs present on the machine that ran `benchmarks/quality/decoding_check.py` (their adapters "
           "are not in git), decoded again with `peftlab predict` (beam search, as the papers decode; the suite "
-          f"decodes greedily). Each cell: greedy → the setting, mean over the seeds listed. Lines: `{CHECK_FILE}`.",
-          ""]
+          f"decodes greedily). Each cell: greedy → the setting, mean over the seeds listed. Lines: `{CHECK_FILE}`. "
+          "Outputs repeating a 3-gram: how many of the decoded outputs repeat one of their own word 3-grams "
+          "(a greedy output: \"... in the riverside area near Raja Indian Cuisine. It is located near Raja Indian "
+          "Cuisine.\"; `peftlab.metrics.repetition`), a diagnostic of what greedy decoding leaves and the "
+          "beam's n-gram block removes.", ""]
     for setting in dict.fromkeys(r["setting"] for r in own):
         rows_of = [r for r in own if r["setting"] == setting]
         overrides = ", ".join(rows_of[0].get("overrides") or [])
@@ -53,12 +56,23 @@ def decoding_section(checks: list[dict[str, Any]], protocol: str, reference: str
             cells = [f"{fmt(stat(r['greedy'].get(m) for r in group).mean)} → "
                      f"{fmt(stat(r['metrics'].get(m) for r in group).mean)}" for m in E2E_METRICS]
             seconds = stat(r.get("decode_seconds") for r in group).mean
-            rows.append([arm, ", ".join(str(r["seed"]) for r in group)] + cells +
+            rows.append([arm, ", ".join(str(r["seed"]) for r in group)] + cells + [_repeats_cell(group)] +
                         [f"{seconds:,.0f}" if seconds is not None else "—"])
-        md += md_table(["arm", "seeds"] + list(E2E_METRICS) + ["decode s"], rows)
+        md += md_table(["arm", "seeds"] + list(E2E_METRICS) + ["outputs repeating a 3-gram", "decode s"], rows)
         if reference in arms:
             md += _against_reference(rows_of, arms, reference, setting)
     return md
+
+
+def _repeats_cell(group: list[dict[str, Any]]) -> str:
+    """Outputs that repeat one of their own word 3-grams, greedy -> the setting, mean over the seeds whose line
+    counted them (the seeds named when not all did; "—" when none did)."""
+    counted = [r for r in group if isinstance(r.get("repeats"), dict)]
+    if not counted:
+        return "—"
+    greedy, setting = (stat(r["repeats"].get(k) for r in counted).mean for k in ("greedy", "setting"))
+    cell = f"{greedy:.1f} → {setting:.1f}"
+    return cell if len(counted) == len(group) else cell + " (seeds " + ", ".join(str(r["seed"]) for r in counted) + ")"
 
 
 def _against_reference(rows_of: list[dict[str, Any]], arms: list[str], reference: str, setting: str) -> list[str]:
