@@ -16,8 +16,8 @@ from peftlab.bench.docs import PLOT_FILES, MajorityFloor, majority_floors, write
 from peftlab.bench.results import ResultsFileError
 from peftlab.bench.runner import _normalised, resolved_recipe
 from peftlab.bench.suite import Suite, load_suite
-from peftlab.bench.verdicts import (Results, compare, convergence_step, verdict_best, verdict_convergence,
-                                    verdict_kernel_mix, verdict_solo, verdict_stability)
+from peftlab.bench.evidence import Results, compare, convergence_step
+from peftlab.bench.verdicts import verdict_best, verdict_convergence, verdict_kernel_mix, verdict_solo, verdict_stability
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 LENGTHS = (5, 10, 20, 50, 100)

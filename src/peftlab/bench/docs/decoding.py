@@ -8,7 +8,7 @@ from typing import Any
 
 from ...io import read_jsonl_objects
 from ..results import ResultsFileError
-from ..verdicts import E2E_METRICS, compare, fmt, stat
+from ..evidence import E2E_METRICS, compare, fmt, stat
 from .text import md_table
 
 CHECK_FILE = "decoding_check.jsonl"

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from ..verdicts import Results, headline, metric_value, stat
+from ..evidence import Results, headline, metric_value, stat
 
 
 @dataclass(frozen=True)

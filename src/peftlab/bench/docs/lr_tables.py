@@ -9,7 +9,7 @@ from typing import Any
 from ..runner import (NOT_NEEDED, adoptable, choose_lr, extension_states, resolved_recipe, selection_score,
                       step_line)
 from ..suite import RunSpec, Suite, extension_values
-from ..verdicts import Results, stat
+from ..evidence import Results, stat
 from .text import grid_words, lr_text, md_table
 
 

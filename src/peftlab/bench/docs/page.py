@@ -13,7 +13,8 @@ from typing import Any, Callable
 from ..results import latest_by_key, read_results
 from ..runner import NOT_NEEDED, PlannedRun, plan
 from ..suite import Suite
-from ..verdicts import RULES, Results, all_verdicts, headline, seed_method_losses
+from ..evidence import Results, headline
+from ..verdicts import RULES, all_verdicts, seed_method_losses
 from .decoding import decoding_section, read_checks
 from .floors import MajorityFloor, majority_floors, majority_note
 from .lr_tables import lr_grid_table, lr_steps_table

@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from ..verdicts import PREFIX_VARIANTS, Results, curve, headline, stat
+from ..evidence import PREFIX_VARIANTS, Results, curve, headline, stat
 
 DPI = 100
 PLOT_FILES = ("e2e_bleu_vs_params.png", "glue_vs_params.png", "e2e_loss_curves.png", "dev_curves.png",

@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
-from ..verdicts import (PREFIX_VARIANTS, Results, Stat, convergence_steps, curve, fmt, headline, metric_names,
-                        spread, stat, sub)
+from ..evidence import PREFIX_VARIANTS, Results, Stat, curve, fmt, headline, metric_names, stat, sub
+from ..verdicts import convergence_steps, spread
 from .text import int_text, last_value, lr_text, machine_of, md_table
 
 
