@@ -14,7 +14,8 @@ import pytest
 
 from peftlab.bench.docs import PLOT_FILES, MajorityFloor, majority_floors, write_benchmarks_doc
 from peftlab.bench.results import ResultsFileError
-from peftlab.bench.runner import _normalised, resolved_recipe
+from peftlab.bench.lr_choice import resolved_recipe
+from peftlab.bench.recipes import normalised_recipe
 from peftlab.bench.suite import Suite, load_suite
 from peftlab.bench.evidence import Results, compare, convergence_step
 from peftlab.bench.verdicts import verdict_best, verdict_convergence, verdict_kernel_mix, verdict_solo, verdict_stability
@@ -111,7 +112,7 @@ def done_line(suite: Suite, key_arm: tuple[str, str, str, int], **extra: Any) ->
     """A line whose recipe is the suite's current one (so plan() calls the run done)."""
     protocol, task, arm, seed = key_arm
     spec = next(s for s in suite.runs if (s.protocol, s.task, s.arm, s.seed) == key_arm)
-    recipe = _normalised(resolved_recipe(spec, suite, {}))
+    recipe = normalised_recipe(resolved_recipe(spec, suite, {}))
     return line(protocol, task, arm, seed, recipe=recipe, **extra)
 
 

@@ -17,7 +17,9 @@ import pytest
 from peftlab import ConfigError
 from peftlab.bench import runner
 from peftlab.bench.docs import write_benchmarks_doc
-from peftlab.bench.runner import NOT_NEEDED, _normalised, choose_lr, extension_states, plan, run_suite
+from peftlab.bench.lr_choice import NOT_NEEDED, choose_lr, extension_states
+from peftlab.bench.recipes import normalised_recipe
+from peftlab.bench.runner import plan, run_suite
 from peftlab.bench.suite import Suite, extension_values, load_suite
 
 FACTORS = (0.333, 1.0, 3.0, 9.0)
@@ -83,7 +85,7 @@ def result(suite: Suite, arm: str, lr: float, seed: int, loss: float, **extra: A
     """A result line of grid run ARM@lr=LR at ``seed`` with best dev loss ``loss`` (its recipe is current)."""
     spec = next(s for s in specs(suite, arm, seed) if s.lr == lr)
     if spec.key not in _recipes:
-        _recipes[spec.key] = _normalised(spec.recipe)
+        _recipes[spec.key] = normalised_recipe(spec.recipe)
     record = {"protocol": spec.protocol, "task": spec.task, "arm": spec.arm, "base_arm": arm, "method": spec.method,
               "seed": seed, "metrics": {"BLEU": 0.5}, "dev": {"dev_loss": loss}, "selection": -loss, "lr": lr,
               "train_seconds": 100.0, "recipe": _recipes[spec.key]}
@@ -324,7 +326,7 @@ def test_run_suite_runs_a_needed_extension_in_the_same_invocation(suite, tmp_pat
         loss = 2.0 + abs(math.log(lr / 0.001)) if spec.base_arm == "solo" else 3.0 - math.log(lr)
         return {"protocol": spec.protocol, "task": spec.task, "arm": spec.arm, "method": spec.method,
                 "seed": spec.seed, "metrics": {"BLEU": 0.5}, "selection": -loss, "lr": lr, "lr_grid_value": spec.lr,
-                "recipe": _normalised(recipe), "grid_extension": spec.grid_extension}
+                "recipe": normalised_recipe(recipe), "grid_extension": spec.grid_extension}
 
     monkeypatch.setattr(runner, "execute", fake_execute)
     results, runs = tmp_path / "quality.jsonl", tmp_path / "runs"
@@ -410,7 +412,7 @@ def test_docs_grid_edge_without_extension_budget(tmp_path):
     records = []
     for spec, loss in zip(suite.runs, (2.9, 2.8)):
         records.append({"protocol": "g", "task": "e2e", "arm": spec.arm, "method": "lora", "seed": 0,
-                        "metrics": {"BLEU": 0.5}, "selection": -loss, "recipe": _normalised(spec.recipe)})
+                        "metrics": {"BLEU": 0.5}, "selection": -loss, "recipe": normalised_recipe(spec.recipe)})
     md = render(tmp_path, suite, records)
     header, row = cells(md, "## Protocol `g`", "a")
     assert header == ["arm", "lr 0.001", "lr 0.003", "chosen lr"] and row[-1] == "0.003 (grid edge)"

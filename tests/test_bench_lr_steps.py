@@ -17,7 +17,9 @@ import pytest
 from peftlab import ConfigError
 from peftlab.bench import runner
 from peftlab.bench.docs import write_benchmarks_doc
-from peftlab.bench.runner import PlannedRun, _normalised, choose_lr, execute, plan, resolved_recipe
+from peftlab.bench.lr_choice import choose_lr, resolved_recipe, steps_choice
+from peftlab.bench.recipes import normalised_recipe
+from peftlab.bench.runner import PlannedRun, execute, plan
 from peftlab.bench.suite import RunSpec, Suite, load_suite
 
 SUITE_YAML = """\
@@ -76,7 +78,7 @@ def grid_lrs(suite: Suite, arm: str) -> list[float]:
 
 def line(spec: RunSpec, recipe: dict[str, Any], loss: float, **extra: Any) -> dict[str, Any]:
     """A result line of ``spec`` trained with ``recipe`` (best dev loss ``loss``)."""
-    normal = _normalised(recipe)
+    normal = normalised_recipe(recipe)
     record = {"protocol": spec.protocol, "task": spec.task, "arm": spec.arm, "base_arm": spec.base_arm,
               "method": spec.method, "seed": spec.seed, "metrics": {"BLEU": 0.6 - loss / 10},
               "dev": {"dev_loss": loss}, "selection": -loss, "lr": normal["optim"]["lr"], "train_seconds": 100.0,
@@ -280,7 +282,7 @@ def test_a_half_done_folder_of_the_same_run_is_continued_in_place(suite, tmp_pat
     recipe = resolved_recipe(step0, suite, keyed(grid))
     half_done = spec_of(suite, "main", "lora").run_dir(runs)
     half_done.mkdir(parents=True)
-    (half_done / "config.yaml").write_text(yaml.safe_dump(_normalised(recipe)), encoding="utf-8")
+    (half_done / "config.yaml").write_text(yaml.safe_dump(normalised_recipe(recipe)), encoding="utf-8")
     planned = {p.spec.key: p for p in plan(suite, results, runs)}
     assert f"half-done in {half_done}" in planned[step0.key].reason
     commands: list[list[str]] = []
@@ -307,7 +309,7 @@ def test_a_folder_of_another_budget_is_not_the_same_run(suite, tmp_path):
     shorter["optim"]["max_steps"] = 10
     folder = spec_of(suite, "main", "lora").run_dir(runs)
     folder.mkdir(parents=True)
-    (folder / "config.yaml").write_text(yaml.safe_dump(_normalised(shorter)), encoding="utf-8")
+    (folder / "config.yaml").write_text(yaml.safe_dump(normalised_recipe(shorter)), encoding="utf-8")
     assert runner.twin_folder(step0, recipe, suite, runs) is None
 
 
@@ -363,7 +365,7 @@ protocols:
 
 
 def glue_line(spec: RunSpec, recipe: dict[str, Any], score: float) -> dict[str, Any]:
-    normal = _normalised(recipe)
+    normal = normalised_recipe(recipe)
     return {"protocol": spec.protocol, "task": spec.task, "arm": spec.arm, "base_arm": spec.base_arm,
             "method": spec.method, "seed": spec.seed, "metrics": {"accuracy": score}, "dev": {"accuracy": score},
             "selection": score, "lr": normal["optim"]["lr"], "train_seconds": 10.0, "recipe": normal}
@@ -398,7 +400,7 @@ def test_a_per_task_check_gives_each_task_its_own_lr(per_task):
     assert sst2_lr == lrs[1] and "for sst2" in why
     assert choose_lr(main["mrpc"], per_task, keyed(lines))[0] == lrs[0]
     # pooled over tasks (without lr_per_task) both tasks would get one lr: the mean favours lrs[0] here
-    assert runner.steps_choice(per_task, "check", "lora", keyed(lines))[0] == lrs[0]
+    assert steps_choice(per_task, "check", "lora", keyed(lines))[0] == lrs[0]
     # one task still waiting holds back that task only
     partial = per_task_lines(per_task, {("sst2", 0): 0.85, ("sst2", -1): 0.80, ("mrpc", 0): 0.68})
     assert choose_lr(main["sst2"], per_task, keyed(partial))[0] == lrs[1]

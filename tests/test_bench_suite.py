@@ -210,9 +210,9 @@ def test_runner_picks_the_grid_lr_resumes_and_never_double_counts(tmp_path, shar
 def test_a_field_added_later_at_its_default_does_not_make_a_line_stale():
     """Result lines written before a recipe field existed lack it; at its default they are current (method_args are
     stored as the suite gives them, not filled in, so a new method field never shows up there)."""
-    from peftlab.bench.runner import _normalised, same_recipe
+    from peftlab.bench.recipes import normalised_recipe, same_recipe
 
-    current = _normalised({"task": "e2e", "method": "lora", "optim": {"lr": 0.003}, "method_args": {"r": 4}})
+    current = normalised_recipe({"task": "e2e", "method": "lora", "optim": {"lr": 0.003}, "method_args": {"r": 4}})
     older = json.loads(json.dumps(current))
     del older["run"]["checkpoint_every"]  # a recipe field at its default (None)
     assert same_recipe(older, current)
@@ -276,17 +276,17 @@ def test_a_bf16_run_in_emulated_kernels_waits_for_a_machine_that_multiplies_bf16
 def test_a_glue_line_from_before_the_pooler_trained_is_stale_and_an_e2e_line_is_not():
     """``model.train_pooler`` only changed GLUE runs (a classifier's head): a GLUE line without the field froze the
     pooler (another recipe now); an E2E line without it is still current (recipe.LEGACY_TASKS)."""
-    from peftlab.bench.runner import _normalised, same_recipe
+    from peftlab.bench.recipes import normalised_recipe, same_recipe
     from peftlab.train.recipe import legacy_value
 
     for task, stale in (("glue", True), ("e2e", False)):
-        current = _normalised({"task": task, "method": "lora"})
+        current = normalised_recipe({"task": task, "method": "lora"})
         older = json.loads(json.dumps(current))
         del older["model"]["train_pooler"]
         assert same_recipe(older, current) is not stale, task
     assert legacy_value("model", "train_pooler", "glue") is False
     assert legacy_value("model", "train_pooler", "e2e", default=True) is True
-    frozen = _normalised({"task": "glue", "method": "lora", "model": {"train_pooler": False}})
+    frozen = normalised_recipe({"task": "glue", "method": "lora", "model": {"train_pooler": False}})
     older = json.loads(json.dumps(frozen))
     del older["model"]["train_pooler"]
     assert same_recipe(older, frozen)  # what it ran with, said explicitly: current
@@ -295,7 +295,9 @@ def test_a_glue_line_from_before_the_pooler_trained_is_stale_and_an_e2e_line_is_
 def test_lr_choices_read_only_lines_of_the_grids_current_recipe(tmp_path):
     """A grid line made from another recipe (a field changed since) is no evidence: the grid waits for its runs
     again, and nothing takes its lr from the old lines."""
-    from peftlab.bench.runner import _normalised, choose_lr, evidence
+    from peftlab.bench.lr_choice import choose_lr
+    from peftlab.bench.recipes import normalised_recipe
+    from peftlab.bench.runner import evidence
 
     path = tmp_path / "suite.yaml"
     path.write_text(textwrap.dedent("""\
@@ -313,12 +315,12 @@ def test_lr_choices_read_only_lines_of_the_grids_current_recipe(tmp_path):
         return {"protocol": "grid", "task": "sst2", "arm": spec.arm, "seed": 0, "selection": score,
                 "metrics": {"accuracy": score}, "recipe": recipe}
 
-    current = {s.key: line(s, _normalised(s.recipe), score) for s, score in zip(grid, (0.9, 0.8))}
+    current = {s.key: line(s, normalised_recipe(s.recipe), score) for s, score in zip(grid, (0.9, 0.8))}
     main = suite.protocol_runs("main")[0]
     assert choose_lr(main, suite, evidence(suite, current))[0] == grid[0].lr
     old = {}
     for spec, score in zip(grid, (0.9, 0.8)):
-        recipe = _normalised(spec.recipe)
+        recipe = normalised_recipe(spec.recipe)
         del recipe["model"]["train_pooler"]  # written before the pooler trained: a frozen-pooler run
         old[spec.key] = line(spec, recipe, score)
     assert evidence(suite, old) == {}

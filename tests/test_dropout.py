@@ -112,11 +112,11 @@ def test_a_stored_recipe_without_the_field_ran_torchs_dropout():
     suite recipe that says false, stale against the new default."""
     import json
 
-    from peftlab.bench.runner import _normalised, same_recipe
+    from peftlab.bench.recipes import normalised_recipe, same_recipe
 
     for task in ("glue", "e2e"):
-        torch_dropout = _normalised({"task": task, "method": "lora", "model": {"fast_dropout": False}})
+        torch_dropout = normalised_recipe({"task": task, "method": "lora", "model": {"fast_dropout": False}})
         older = json.loads(json.dumps(torch_dropout))
         del older["model"]["fast_dropout"]
         assert same_recipe(older, torch_dropout), task
-        assert not same_recipe(older, _normalised({"task": task, "method": "lora"})), task
+        assert not same_recipe(older, normalised_recipe({"task": task, "method": "lora"})), task

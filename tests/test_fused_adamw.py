@@ -7,7 +7,7 @@ import pytest
 import torch
 import yaml
 
-from peftlab.bench.runner import _normalised, same_recipe
+from peftlab.bench.recipes import normalised_recipe, same_recipe
 from peftlab.train.loop import FinetuneRecipe
 from peftlab.train.recipe import apply_overrides, recipe_from_dict, with_legacy_values
 from peftlab.train.speed import fused_adamw_supported
@@ -94,12 +94,12 @@ def test_a_loaded_optimizer_takes_the_wanted_implementation_and_its_step_placeme
 
 
 def test_a_result_line_without_the_field_is_the_per_tensor_loop():
-    current = _normalised({"task": "glue", "method": "lora", "optim": {"fused": False}})
-    old_line = _normalised({"task": "glue", "method": "lora"})
+    current = normalised_recipe({"task": "glue", "method": "lora", "optim": {"fused": False}})
+    old_line = normalised_recipe({"task": "glue", "method": "lora"})
     del old_line["optim"]["fused"]
     assert with_legacy_values(old_line)["optim"]["fused"] is False
     assert same_recipe(old_line, current)  # what the suite pins: still current
-    assert not same_recipe(old_line, _normalised({"task": "glue", "method": "lora"}))  # fused now: another recipe
+    assert not same_recipe(old_line, normalised_recipe({"task": "glue", "method": "lora"}))  # fused now: another recipe
 
 
 def test_only_the_named_fields_of_an_older_folder_follow_the_current_recipe(tmp_path):

@@ -6,8 +6,8 @@ import math
 from collections import Counter
 from typing import Any
 
-from ..runner import (NOT_NEEDED, adoptable, choose_lr, extension_states, resolved_recipe, selection_score,
-                      step_line)
+from ..lr_choice import NOT_NEEDED, choose_lr, extension_states, resolved_recipe, selection_score, step_line
+from ..runner import adoptable
 from ..suite import RunSpec, Suite, extension_values
 from ..evidence import Results, stat
 from .text import grid_words, lr_text, md_table

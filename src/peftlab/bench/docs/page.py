@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..results import latest_by_key, read_results
-from ..runner import NOT_NEEDED, PlannedRun, plan
+from ..lr_choice import NOT_NEEDED
+from ..runner import PlannedRun, plan
 from ..suite import Suite
 from ..evidence import Results, headline
 from ..verdicts import RULES, all_verdicts, seed_method_losses
