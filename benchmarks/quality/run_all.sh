@@ -51,10 +51,10 @@ bench --protocol prefix-length --seed 1                              # claim (c)
 check_decoding --arms lora solo-r4 kernel-mix                       # claims (a), (b) under the papers' beam search
 bench --protocol e2e-mini --seed 2 "${claims_e2e[@]}"               # claims (a), (b): 3 seeds
 check_decoding --arms lora solo-r4 kernel-mix
-bench --protocol glue-mini --seed 1
-bench --protocol glue-mini --seed 2 --arm lora --arm kernel-mix
+bench --protocol glue-mini --seed 2 --arm lora --arm kernel-mix   # claim (b): 3 seeds on every task (~0.5 h)
+bench --protocol prefix-length --seed 2                              # claim (c): 3 seeds at every length (~0.7 h)
+bench --protocol glue-mini --seed 1                                  # the other arms (~2.9 h)
 bench --protocol glue-mini --seed 2
-bench --protocol prefix-length --seed 2
 bench --protocol lr-check-e2e
 for seed in 0 1 2; do
   bench --protocol e2e-mini --seed "$seed"
