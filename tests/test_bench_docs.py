@@ -579,6 +579,24 @@ def test_decoding_check_is_shown_under_its_protocol_with_paired_differences(tmp_
         render(tmp_path, suite, seeds("e2e-mini", "e2e", "lora", [0.66, 0.65]))
 
 
+def test_arm_table_shows_repeating_outputs_once_a_line_counted_them(tmp_path, suite):
+    """The e2e-mini table's "repeating outputs" column: mean over the seeds whose line counted them, "(n=k)" where
+    only k did; no column while no line has the count."""
+    records = [line("e2e-mini", "e2e", "lora", 0, e2e_metrics(0.66)),
+               line("e2e-mini", "e2e", "lora", 1, e2e_metrics(0.65), repeated_3gram_outputs=7),
+               line("e2e-mini", "e2e", "lora", 2, e2e_metrics(0.65), repeated_3gram_outputs=10),
+               line("e2e-mini", "e2e", "solo-r4", 1, e2e_metrics(0.64), repeated_3gram_outputs=28)]
+    md, _ = render(tmp_path, suite, records)
+    table = section(md, "## Protocol `e2e-mini`")
+    header = next(row for row in table.splitlines() if row.startswith("| arm |")).split(" | ")
+    column = header.index("repeating outputs")
+    cells = {row.split(" | ")[0]: row.split(" | ")[column] for row in table.splitlines() if row.startswith("| ")}
+    assert cells["| lora"] == "8.5 ± 2.1 (n=2)" and cells["| solo-r4"] == "28.0"
+    (tmp_path / "none").mkdir()
+    md, _ = render(tmp_path / "none", suite, records[:1])
+    assert "repeating outputs" not in section(md, "## Protocol `e2e-mini`")
+
+
 def test_decoding_check_shows_outputs_repeating_a_trigram_where_lines_counted_them(tmp_path, suite):
     """greedy -> setting means of `repeats`; the seeds named where only some lines counted them; "—" for none."""
     counted = [{**check_line("lora", 1, 0.66, 0.67), "repeats": {"n": 3, "greedy": 7, "setting": 3}},

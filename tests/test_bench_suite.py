@@ -326,3 +326,29 @@ def test_lr_choices_read_only_lines_of_the_grids_current_recipe(tmp_path):
     assert evidence(suite, old) == {}
     lr, why = choose_lr(main, suite, evidence(suite, old))
     assert lr is None and "waiting for 2 run(s) of grid" in why
+
+
+def test_an_e2e_line_counts_the_outputs_that_repeat_one_of_their_own_trigrams(tmp_path):
+    """record.harvest: an E2E run's line carries how many decoded outputs repeat a word 3-gram of their own (a
+    diagnostic of greedy decoding); a GLUE line has none."""
+    from peftlab.bench.record import REPEATS, harvest
+
+    path = write_suite(tmp_path, """
+        p: {task: e2e, steps: 2, arms: {lora: {method: lora}}}
+        q: {task: glue, glue_tasks: [sst2], steps: 2, arms: {lora: {method: lora}}}
+    """)
+    suite = load_suite(path)
+    outputs = {"e2e": ["X is near Raja Indian Cuisine. It is near Raja Indian Cuisine.", "X is a pub.",
+                       "X is a pub near Y. X is a pub near Y."],
+               "glue": ["positive", "positive", "negative"]}
+    for spec in (suite.protocol_runs("p")[0], suite.protocol_runs("q")[0]):
+        folder = tmp_path / spec.protocol
+        folder.mkdir()
+        (folder / "config.yaml").write_text(f"task: {spec.task if spec.task == 'e2e' else 'glue'}\n"
+                                            "optim: {lr: 0.001}\n")
+        (folder / "metrics.json").write_text(json.dumps({"BLEU": 0.5, "accuracy": 0.5, "best_dev": {}}))
+        (folder / "metrics.jsonl").write_text("")
+        (folder / "predictions.txt").write_text("\n".join(outputs[spec.task if spec.task == "e2e" else "glue"]))
+        record = harvest(spec, folder, spec.recipe)
+        assert record["n_inputs"] == 3
+        assert record[REPEATS] == (2 if spec.task == "e2e" else None)

@@ -9,11 +9,14 @@ from typing import Any
 import yaml
 
 from ..errors import DataError
+from ..metrics.repetition import outputs_with_repeated_ngram
 from ..report.runs import load_run
 from .suite import RunSpec
 
 CURVE_POINTS = 200
 """At most this many [step, value] pairs of each curve go into a result line (evenly thinned)."""
+REPEATS = "repeated_3gram_outputs"
+"""The key of an E2E line's count of decoded outputs that repeat one of their own word 3-grams."""
 
 
 def stored_parameter_count(adapter_dir: Path) -> int | None:
@@ -75,7 +78,8 @@ def harvest(spec: RunSpec, run_dir: Path, recipe: dict[str, Any]) -> dict[str, A
         dev_key = names[0]
         selection = best.get(dev_key)
     predictions = run_dir / "predictions.txt"
-    n_inputs = len(predictions.read_text(encoding="utf-8").splitlines()) if predictions.exists() else None
+    outputs = predictions.read_text(encoding="utf-8").splitlines() if predictions.exists() else None
+    n_inputs = len(outputs) if outputs is not None else None
     meta_path = run_dir / "meta.json"
     meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.exists() else {}
     config = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
@@ -93,6 +97,7 @@ def harvest(spec: RunSpec, run_dir: Path, recipe: dict[str, Any]) -> dict[str, A
         "n_inputs": n_inputs, "prefix_length": spec.prefix_length,
         "lr": (config.get("optim") or {}).get("lr"), "lr_grid_value": spec.lr, **extension,
         "metrics": metrics, "dev": best, "selection": selection,
+        REPEATS: outputs_with_repeated_ngram(outputs) if run.kind == "e2e" and outputs is not None else None,
         "train_seconds": metrics_all.get("train_seconds"), "tokens_per_second": metrics_all.get("tokens_per_second"),
         "final_eval_seconds": metrics_all.get("final_eval_seconds"),
         "peak_memory_mb": metrics_all.get("peak_memory_mb"), "compile": spec.compile,

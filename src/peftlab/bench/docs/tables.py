@@ -6,6 +6,7 @@ import math
 from typing import Any, Sequence
 
 from ..evidence import PREFIX_VARIANTS, Results, Stat, curve, fmt, headline, metric_names, stat, sub
+from ..record import REPEATS
 from ..verdicts import convergence_steps, spread
 from .text import int_text, last_value, lr_text, machine_of, md_table
 
@@ -16,7 +17,9 @@ def arm_table(res: Results, protocol: str, task: str) -> list[str]:
     arms = res.arms(protocol, task)
     lora = res.field(protocol, task, "lora", "trainable_params").mean if "lora" in arms else None
     solo_t = any(curve(r, "solo_t") for a in arms for r in res.get(protocol, task, a))
+    repeats = any(r.get(REPEATS) is not None for a in arms for r in res.get(protocol, task, a))
     header = ["arm", "n", "trainable"] + (["× LoRA"] if "lora" in arms else []) + ["stored"] + list(names) + \
+        (["repeating outputs"] if repeats else []) + \
         [f"best dev {'loss' if task == 'e2e' else dev_key}", "lr", "train s", "peak MB"] + \
         (["final t"] if solo_t else [])
     rows = []
@@ -29,6 +32,9 @@ def arm_table(res: Results, protocol: str, task: str) -> list[str]:
             row.append(f"{trainable / lora:.2f}×" if trainable and lora else "—")
         row.append(int_text(res.field(protocol, task, arm, "stored_params").mean))
         row += [stat(res.values(protocol, task, arm, m)).text(with_n=False) for m in names]
+        if repeats:
+            counted = stat(r.get(REPEATS) for r in group)
+            row.append(counted.text(digits=1, with_n=counted.n != len(group)))
         row.append(stat(sub(r, "dev").get(dev_key) for r in group).text(with_n=False))
         row.append(", ".join(dict.fromkeys(lr_text(r.get("lr")) for r in group if r.get("lr") is not None)) or "—")
         row += [int_text(res.field(protocol, task, arm, k).mean) for k in ("train_seconds", "peak_memory_mb")]
@@ -40,6 +46,9 @@ def arm_table(res: Results, protocol: str, task: str) -> list[str]:
         rows.append(row)
     notes = ["n: seeds with a result line / seeds in the suite. Metrics: mean ± sample std over seeds, "
              "headline first" + ("; BLEU, METEOR and ROUGE_L are fractions in [0, 1]." if task == "e2e" else ".")]
+    if repeats:
+        notes.append("repeating outputs: how many of the decoded outputs repeat one of their own word 3-grams "
+                     "(`peftlab.metrics.repetition`; recorded since 2026-12-08: (n=k) where only k seeds have it).")
     if solo_t:
         notes.append("final t: Solo's homotopy coefficient at the last logged step (1 = the full connection).")
     if mixed:
